@@ -1,0 +1,104 @@
+"""The trace carrier that rides inside channel-layer messages.
+
+A plain ``dict[str, str | float]`` under one reserved key (``CARRIER_KEY``,
+default ``"_otel"``), safe for msgpack (channels-redis) and JSON::
+
+    {"traceparent": "00-<trace>-<span>-01", "tracestate": "...",   # W3C
+     "destination": "chat_42", "sent_at": 1764121200.123}          # group, time.time()
+
+``destination`` is absent for ``channel_layer.send`` to a single channel.
+The caller's message is never mutated: :func:`attach` returns a new dict and
+:func:`detach` returns the message without the key. Anything malformed in a
+received carrier (untraced or hostile producers) is ignored, never raised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+__all__ = ["attach", "detach", "format_traceparent", "parse_traceparent", "remote_context"]
+
+_HEX = frozenset("0123456789abcdef")
+_MAX_TRACESTATE = 512  # W3C: 32 members of at most 256 chars is the hard cap; keep it short
+
+
+def format_traceparent(ctx: SpanContext) -> str:
+    """W3C ``traceparent`` of a span context (cheaper than a propagator round trip)."""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def parse_traceparent(value: Any, tracestate: Any = None) -> SpanContext | None:
+    """A remote SpanContext from a W3C ``traceparent``, or None if it is not valid."""
+    if not isinstance(value, str) or len(value) != 55:
+        return None
+    version, trace_hex, span_hex, flags_hex = value[:2], value[3:35], value[36:52], value[53:]
+    if (
+        value[2] != "-" or value[35] != "-" or value[52] != "-"
+        or version == "ff"
+        or not _HEX.issuperset(value[:2] + trace_hex + span_hex + flags_hex)
+    ):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    state = None
+    if isinstance(tracestate, str) and tracestate and len(tracestate) <= _MAX_TRACESTATE:
+        try:
+            state = TraceState.from_header([tracestate])
+        except Exception:  # malformed tracestate: keep the parent, drop the state
+            state = None
+    return SpanContext(
+        trace_id=trace_id, span_id=span_id, is_remote=True,
+        trace_flags=TraceFlags(int(flags_hex, 16) & TraceFlags.SAMPLED), trace_state=state,
+    )
+
+
+def build(ctx: SpanContext, destination: str | None, sent_at: float) -> dict[str, Any]:
+    """The carrier for a message sent under span context ``ctx``."""
+    carrier: dict[str, Any] = {"traceparent": format_traceparent(ctx), "sent_at": sent_at}
+    if ctx.trace_state:
+        carrier["tracestate"] = ctx.trace_state.to_header()
+    if destination is not None:
+        carrier["destination"] = destination
+    return carrier
+
+
+def attach(message: dict[str, Any], key: str, carrier: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``message`` with the carrier under ``key`` (the caller's dict is untouched)."""
+    stamped = dict(message)
+    stamped[key] = carrier
+    return stamped
+
+
+def detach(message: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(message without key, carrier or None)``; a non-dict value under key yields None."""
+    if key not in message:
+        return message, None
+    clean = {k: v for k, v in message.items() if k != key}
+    carrier = message[key]
+    return clean, carrier if isinstance(carrier, dict) else None
+
+
+def remote_context(carrier: dict[str, Any] | None) -> SpanContext | None:
+    """The producer's span context recorded in a carrier, if it holds a valid one."""
+    if carrier is None:
+        return None
+    return parse_traceparent(carrier.get("traceparent"), carrier.get("tracestate"))
+
+
+def destination(carrier: dict[str, Any] | None) -> str | None:
+    if carrier is None:
+        return None
+    value = carrier.get("destination")
+    return value if isinstance(value, str) and len(value) <= 1024 else None
+
+
+def sent_at(carrier: dict[str, Any] | None) -> float | None:
+    if carrier is None:
+        return None
+    value = carrier.get("sent_at")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None

@@ -1,0 +1,137 @@
+"""Producer side of the channel layer: ``group_send`` / ``send`` spans and carriers.
+
+The instrumentor wraps each layer class's ``send`` and ``group_send`` with
+:func:`traced_send` / :func:`traced_group_send`. They start a PRODUCER span
+(or, for a message the sampling rate drops, none), stamp a *copy* of the
+message with the carrier, call the real method, and record
+``messaging.client.sent.messages`` / ``messaging.client.operation.duration``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from . import _carrier, _process, _sampling, _telemetry
+from . import _semconv as sc
+from ._names import group_template
+from ._payload import check_payload
+from .conf import get_config
+
+# Set while a traced send / group_send runs: a layer whose group_send calls its
+# own send (InMemoryChannelLayer) must not get a second span and carrier per member.
+_PRODUCING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "otel_channels_producing", default=False
+)
+
+
+async def _produce(
+    wrapped: Callable[..., Awaitable[Any]],
+    target: str,
+    message: Any,
+    *,
+    group: bool,
+) -> Any:
+    config = get_config()
+    if not isinstance(message, dict) or _PRODUCING.get():
+        return await wrapped(target, message)  # the layer raises its own error
+    key = config["CARRIER_KEY"]
+    if config["STRICT_PAYLOADS"]:
+        check_payload(message, key)
+    telemetry = _telemetry.get()
+    if group:
+        template = group_template(target, config["GROUP_TEMPLATE"])
+        name, operation = f"group_send {template}", "group_send"
+        metric_attributes = {
+            sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
+            sc.MESSAGING_OPERATION_NAME: operation,
+            sc.MESSAGING_OPERATION_TYPE: "send",
+            sc.MESSAGING_DESTINATION_TEMPLATE: template,
+        }
+    else:
+        name, operation = "send", "send"
+        metric_attributes = {
+            sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
+            sc.MESSAGING_OPERATION_NAME: operation,
+            sc.MESSAGING_OPERATION_TYPE: "send",
+        }
+
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid:
+        keep = current.trace_flags.sampled  # follow the trace we are in
+    else:
+        keep = _sampling.draw(config["MESSAGE_SAMPLE_RATE"])
+
+    span: trace.Span | None = None
+    if keep:
+        span = telemetry.tracer.start_span(name, kind=SpanKind.PRODUCER)
+        ctx = span.get_span_context()
+        if span.is_recording():
+            span.set_attributes(metric_attributes)
+            span.set_attribute(sc.MESSAGING_DESTINATION_NAME, target)
+            if not group:
+                span.set_attribute(sc.MESSAGING_DESTINATION_TEMPORARY, True)
+            message_type = message.get("type")
+            if isinstance(message_type, str):
+                span.set_attribute(sc.CHANNELS_MESSAGE_TYPE, message_type[:256])
+    else:
+        ctx = current if current.is_valid else _sampling.DROPPED_SPAN_CONTEXT
+
+    carrier = _carrier.build(ctx, target if group else None, time.time())
+    stamped = _carrier.attach(message, key, carrier)
+    start = time.perf_counter()
+    producing = _PRODUCING.set(True)
+    try:
+        if span is not None:
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                return await wrapped(target, stamped)
+        return await wrapped(target, stamped)
+    except BaseException as exc:
+        if span is not None:
+            _process.record_exception(span, exc)
+        error_attributes = {**metric_attributes, sc.ERROR_TYPE: type(exc).__qualname__}
+        telemetry.operation_duration.record(time.perf_counter() - start, error_attributes)
+        raise
+    else:
+        telemetry.sent_messages.add(1, metric_attributes)
+        telemetry.operation_duration.record(time.perf_counter() - start, metric_attributes)
+    finally:
+        _PRODUCING.reset(producing)
+        if span is not None:
+            span.end()
+
+
+def _target_and_message(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> tuple[Any, Any]:
+    if len(args) >= 2:
+        return args[0], args[1]
+    target = args[0] if args else kwargs.get(name)
+    return target, kwargs.get("message")
+
+
+async def traced_group_send(
+    wrapped: Callable[..., Awaitable[Any]], instance: Any, args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``wrapt`` wrapper for ``ChannelLayer.group_send(group, message)``."""
+    group, message = _target_and_message(args, kwargs, "group")
+    if not isinstance(group, str):
+        return await wrapped(*args, **kwargs)
+    return await _produce(wrapped, group, message, group=True)
+
+
+async def traced_send(
+    wrapped: Callable[..., Awaitable[Any]], instance: Any, args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``wrapt`` wrapper for ``ChannelLayer.send(channel, message)``."""
+    channel, message = _target_and_message(args, kwargs, "channel")
+    if not isinstance(channel, str):
+        return await wrapped(*args, **kwargs)
+    return await _produce(wrapped, channel, message, group=False)

@@ -1,0 +1,482 @@
+"""Tracing for one WebSocket connection, shared by the four traced consumers.
+
+Every span here is short (DESIGN.md, "Trace model"):
+
+* ``connect {route}`` SERVER, from the ``websocket.connect`` event to accept,
+  reject (close before accept, ``DenyConnection``) or the end of the handler;
+* ``receive {route}`` CONSUMER per handled inbound frame (handling only, not
+  the idle wait before it): a new trace linking ``connect`` (``FRAME_TRACE_MODE
+  ="link"``), or its child (``"child"``), or the child of a ``traceparent``
+  carried in a JSON frame;
+* ``send {route}`` PRODUCER per outbound frame when ``SEND_SPANS`` is on,
+  otherwise a ``websocket.send`` event on the span being handled;
+* ``disconnect {route}`` INTERNAL with close code, status, duration, frame
+  counts, linked to ``connect``;
+* ``process {group}`` for channel-layer messages (see :mod:`._process`).
+
+The active-connection count goes up at accept and down exactly once in
+``__call__``'s ``finally``, whatever ends the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from . import _carrier, _process, _sampling, _telemetry
+from . import _semconv as sc
+from ._names import redact_query, route_of
+from .conf import get_config
+
+Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})
+_EMPTY = otel_context.Context()
+
+
+def classify_close(code: Any) -> str | None:
+    """``None`` for a normal close (1000, 1001, 1005 no status), else ``error.type``."""
+    if code is None or code in NORMAL_CLOSE_CODES:
+        return None
+    return str(code)
+
+
+class _HeaderGetter:
+    """Reads ASGI's ``[(bytes, bytes)]`` headers for the global propagator."""
+
+    def get(self, carrier: dict[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        return [value] if value is not None else None
+
+    def keys(self, carrier: dict[str, str]) -> list[str]:
+        return list(carrier)
+
+
+_GETTER = _HeaderGetter()
+
+
+def decode_headers(scope: dict[str, Any]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers") or ():
+        try:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+        except (AttributeError, UnicodeDecodeError):
+            continue
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return headers
+
+
+def client_context(
+    scope: dict[str, Any], headers: dict[str, str], config: dict[str, Any]
+) -> SpanContext | None:
+    """Trace context the client sent: handshake headers, else ``?traceparent=``."""
+    if config["CLIENT_CONTEXT"] == "ignore":
+        return None
+    ctx = trace.get_current_span(propagate.extract(headers, getter=_GETTER)).get_span_context()
+    if ctx.is_valid:
+        return ctx
+    if config["QUERY_TRACEPARENT"]:
+        from urllib.parse import parse_qs
+
+        query = scope.get("query_string", b"")
+        params = parse_qs(query.decode("latin-1") if isinstance(query, bytes) else str(query))
+        values = params.get("traceparent")
+        state = params.get("tracestate")
+        if values:
+            return _carrier.parse_traceparent(values[0], state[0] if state else None)
+    return None
+
+
+def size_of(text: str | None, data: bytes | None) -> int:
+    if text is not None:
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return len(data) if data is not None else 0
+
+
+class Connection:
+    """Per-connection tracing state; the consumer holds one as ``self._otel``."""
+
+    def __init__(self, consumer: Any, scope: dict[str, Any]) -> None:
+        self.consumer = consumer
+        self.scope = scope
+        self.telemetry = _telemetry.get()
+        self.config = get_config()
+        self.consumer_name = type(consumer).__qualname__
+        self.route = route_of(scope, self.consumer_name)
+        self.connect_span: trace.Span | None = None
+        self.connect_context: SpanContext | None = None
+        self.active_span: trace.Span | None = None
+        self.accepted_at: float | None = None
+        self.counted = False
+        self.closed_by_server: int | None = None
+        self.close_reason: str | None = None
+        self.frames_in = 0
+        self.frames_out = 0
+        self.spans = 0
+        self.spans_dropped = 0
+        self.ended = False
+        self.send: ASGISend | None = None
+        self.metric_attributes = {
+            sc.NETWORK_PROTOCOL_NAME: "websocket", sc.HTTP_ROUTE: self.route,
+        }
+        self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
+        self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
+
+    # -- span budget ---------------------------------------------------------
+
+    def _budget(self) -> bool:
+        cap = self.config["MAX_SPANS_PER_CONNECTION"]
+        if cap is not None and self.spans >= cap:
+            self.spans_dropped += 1
+            return False
+        self.spans += 1
+        return True
+
+    # -- connect -------------------------------------------------------------
+
+    async def on_connect(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
+        scope, config = self.scope, self.config
+        headers = decode_headers(scope)
+        client = client_context(scope, headers, config)
+        parent, links = _EMPTY, []
+        if client is not None:
+            if config["CLIENT_CONTEXT"] == "parent":
+                parent = trace.set_span_in_context(trace.NonRecordingSpan(client), _EMPTY)
+            else:  # "link": never let a client force sampling or join our traces
+                links.append(Link(client))
+        span = self.telemetry.tracer.start_span(
+            f"connect {self.route}", context=parent, kind=SpanKind.SERVER, links=links
+        )
+        self.connect_span = span
+        self.connect_context = span.get_span_context()
+        if span.is_recording():
+            span.set_attributes(self._connect_attributes(headers))
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                return await dispatch(message)
+        except BaseException as exc:
+            _process.record_exception(span, exc)
+            self._end_connect("error")
+            raise
+        finally:
+            self._end_connect("pending")  # handler returned without accept or close
+
+    def _connect_attributes(self, headers: dict[str, str]) -> dict[str, Any]:
+        scope = self.scope
+        attributes: dict[str, Any] = {
+            sc.HTTP_ROUTE: self.route,
+            sc.NETWORK_PROTOCOL_NAME: "websocket",
+            sc.URL_SCHEME: scope.get("scheme") or "ws",
+            sc.CHANNELS_CONSUMER: self.consumer_name,
+        }
+        path = scope.get("path")
+        if isinstance(path, str):
+            attributes[sc.URL_PATH] = path
+        query = scope.get("query_string")
+        if query:
+            attributes[sc.URL_QUERY] = redact_query(query, self.config["SENSITIVE_QUERY_PARAMS"])
+        client = scope.get("client")
+        if client:
+            attributes[sc.CLIENT_ADDRESS] = str(client[0])
+            if len(client) > 1 and client[1] is not None:
+                attributes[sc.CLIENT_PORT] = int(client[1])
+        agent = headers.get("user-agent")
+        if agent:
+            attributes[sc.USER_AGENT_ORIGINAL] = agent[:1024]
+        return attributes
+
+    def _end_connect(self, status: str, code: int | None = None) -> None:
+        span, self.connect_span = self.connect_span, None
+        if span is None:
+            return
+        if span.is_recording():
+            span.set_attribute(sc.CHANNELS_CONNECTION_STATUS, status)
+            if status == "accepted":
+                span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, 101)
+            elif status == "rejected":
+                span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, 403)
+                if code is not None:
+                    span.set_attribute(sc.WEBSOCKET_CLOSE_CODE, code)
+        span.end()
+
+    # -- outbound ASGI messages ----------------------------------------------
+
+    def wrap_send(self, send: ASGISend) -> ASGISend:
+        """The ASGI ``send`` the consumer gets: sees accept, close and every frame."""
+
+        async def traced_send(message: dict[str, Any]) -> None:
+            message_type = message.get("type")
+            if message_type == "websocket.send":
+                await self._send_frame(message, send)
+                return
+            if message_type == "websocket.accept":
+                self._on_accept(message)
+            elif message_type == "websocket.close":
+                self._on_close(message)
+            await send(message)
+
+        self.send = traced_send
+        return traced_send
+
+    def _on_accept(self, message: dict[str, Any]) -> None:
+        if self.connect_span is not None and message.get("subprotocol"):
+            self.connect_span.set_attribute(sc.WEBSOCKET_SUBPROTOCOL, str(message["subprotocol"]))
+        self._end_connect("accepted")
+        if not self.counted:
+            self.counted = True
+            self.accepted_at = time.monotonic()
+            self.telemetry.active_connections.add(1, self.metric_attributes)
+
+    def _on_close(self, message: dict[str, Any]) -> None:
+        code = message.get("code", 1000)
+        self.closed_by_server = code if isinstance(code, int) else 1000
+        reason = message.get("reason")
+        if isinstance(reason, str) and reason:
+            self.close_reason = reason[:123]  # a close reason is at most 123 bytes
+        if self.accepted_at is None:
+            self._end_connect("rejected", self.closed_by_server)
+
+    async def _send_frame(self, message: dict[str, Any], send: ASGISend) -> None:
+        self.frames_out += 1
+        text = message.get("text")
+        size = size_of(text, message.get("bytes"))
+        telemetry = self.telemetry
+        telemetry.websocket_messages.add(1, self.attrs_out)
+        telemetry.websocket_message_size.record(size, self.attrs_out)
+        current = self.active_span or trace.get_current_span()
+        if not current.is_recording():
+            await send(message)
+            return
+        attributes = {
+            sc.WEBSOCKET_MESSAGE_TYPE: "text" if text is not None else "binary",
+            sc.MESSAGING_MESSAGE_BODY_SIZE: size,
+        }
+        if not self.config["SEND_SPANS"] or not self._budget():
+            current.add_event(sc.EVENT_WEBSOCKET_SEND, attributes)
+            await send(message)
+            return
+        span = telemetry.tracer.start_span(
+            f"send {self.route}", context=trace.set_span_in_context(current, _EMPTY),
+            kind=SpanKind.PRODUCER, attributes=attributes,
+        )
+        try:
+            await send(message)
+        except BaseException as exc:
+            _process.record_exception(span, exc)
+            raise
+        finally:
+            span.end()
+
+    # -- inbound frames --------------------------------------------------------
+
+    async def on_frame(self, message: dict[str, Any], dispatch: Dispatch, json_frames: bool) -> Any:
+        self.frames_in += 1
+        config, telemetry = self.config, self.telemetry
+        text = message.get("text")
+        data = message.get("bytes") if text is None else None
+        size = size_of(text, data)
+        telemetry.websocket_messages.add(1, self.attrs_in)
+        telemetry.websocket_message_size.record(size, self.attrs_in)
+
+        limit = config["MAX_FRAME_SIZE"]
+        if limit is not None and size > limit:
+            return await self._reject_oversized(size)
+        if text is not None and text in config["IGNORED_FRAMES"]:
+            return await dispatch(message)
+
+        parent, links, keep = self._frame_parent(text if json_frames else None, config)
+        if not keep or not self._budget():
+            token = otel_context.attach(_sampling.DROPPED_CONTEXT)
+            try:
+                return await dispatch(message)
+            finally:
+                otel_context.detach(token)
+
+        span = telemetry.tracer.start_span(
+            f"receive {self.route}", context=parent, kind=SpanKind.CONSUMER, links=links
+        )
+        if span.is_recording():
+            span.set_attributes({
+                sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
+                sc.MESSAGING_OPERATION_NAME: "receive",
+                sc.MESSAGING_OPERATION_TYPE: "process",
+                sc.HTTP_ROUTE: self.route,
+                sc.NETWORK_PROTOCOL_NAME: "websocket",
+                sc.WEBSOCKET_MESSAGE_TYPE: "text" if text is not None else "binary",
+                sc.MESSAGING_MESSAGE_BODY_SIZE: size,
+                sc.CHANNELS_CONSUMER: self.consumer_name,
+            })
+            self._hook(span, message)
+        return await self._run(span, message, dispatch)
+
+    def _frame_parent(
+        self, json_text: str | None, config: dict[str, Any]
+    ) -> tuple[otel_context.Context, list[Link], bool]:
+        """``(parent context, links, keep)`` for one inbound frame."""
+        rate = config["MESSAGE_SAMPLE_RATE"]
+        links = []
+        connect = self.connect_context
+        if connect is not None and connect.is_valid:
+            links.append(Link(connect))
+        client = self._json_traceparent(json_text, config) if json_text else None
+        if client is not None:
+            if config["CLIENT_CONTEXT"] == "parent":
+                parent = trace.set_span_in_context(trace.NonRecordingSpan(client), _EMPTY)
+                return parent, links, _sampling.keep_trace(client.trace_id, rate)
+            links.append(Link(client))  # "link": the client cannot force sampling
+        if config["FRAME_TRACE_MODE"] == "child" and connect is not None and connect.is_valid:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(connect), _EMPTY)
+            return parent, [], connect.trace_flags.sampled and _sampling.draw(rate)
+        return _EMPTY, links, _sampling.draw(rate)
+
+    @staticmethod
+    def _json_traceparent(text: str, config: dict[str, Any]) -> SpanContext | None:
+        key = config["JSON_TRACEPARENT_KEY"]
+        if not key or config["CLIENT_CONTEXT"] == "ignore" or f'"{key}"' not in text:
+            return None  # the substring test keeps the common frame free of a second parse
+        try:
+            content = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(content, dict):
+            return None
+        return _carrier.parse_traceparent(content.get(key), content.get("tracestate"))
+
+    async def _reject_oversized(self, size: int) -> None:
+        telemetry = self.telemetry
+        error = {**self.metric_attributes, sc.ERROR_TYPE: "frame_too_large"}
+        telemetry.dropped_messages.add(1, error)
+        span = telemetry.tracer.start_span(
+            f"receive {self.route}", context=_EMPTY, kind=SpanKind.CONSUMER,
+            links=[Link(self.connect_context)] if self.connect_context else [],
+        )
+        if span.is_recording():
+            span.set_attributes({
+                sc.HTTP_ROUTE: self.route, sc.MESSAGING_MESSAGE_BODY_SIZE: size,
+                sc.ERROR_TYPE: "frame_too_large", sc.WEBSOCKET_CLOSE_CODE: 1009,
+            })
+            span.set_status(Status(StatusCode.ERROR, "frame larger than MAX_FRAME_SIZE"))
+        span.end()
+        # 1009 "message too big" (RFC 6455 7.4.1); the handler never sees the frame.
+        await self.send({"type": "websocket.close", "code": 1009})
+
+    def _hook(self, span: trace.Span, message: dict[str, Any]) -> None:
+        hook = self.config["SPAN_HOOK"]
+        if hook is not None:
+            try:
+                hook(span, self.scope, message)
+            except Exception:  # a user hook must never break the connection
+                pass
+
+    async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch) -> Any:
+        self.active_span = span
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False):
+                return await dispatch(message)
+        except BaseException as exc:
+            _process.record_exception(span, exc)
+            raise
+        finally:
+            self.active_span = None
+            span.end()
+
+    # -- channel-layer messages ----------------------------------------------
+
+    async def on_layer_message(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
+        connect = self.connect_context
+        return await _process.process(
+            self.consumer, message, dispatch, connect if connect is not None else None
+        )
+
+    # -- disconnect ------------------------------------------------------------
+
+    async def on_disconnect(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
+        code = message.get("code")
+        if not isinstance(code, int):
+            code = self.closed_by_server if self.closed_by_server is not None else 1005
+        reason = message.get("reason") or self.close_reason
+        error_type = classify_close(code)
+        links = [Link(self.connect_context)] if self.connect_context else []
+        span = self.telemetry.tracer.start_span(
+            f"disconnect {self.route}", context=_EMPTY, kind=SpanKind.INTERNAL, links=links
+        )
+        if span.is_recording():
+            duration = time.monotonic() - self.accepted_at if self.accepted_at is not None else 0.0
+            attributes: dict[str, Any] = {
+                sc.HTTP_ROUTE: self.route,
+                sc.NETWORK_PROTOCOL_NAME: "websocket",
+                sc.CHANNELS_CONSUMER: self.consumer_name,
+                sc.WEBSOCKET_CLOSE_CODE: code,
+                sc.CHANNELS_CONNECTION_STATUS: "closed" if error_type is None else "error",
+                sc.CHANNELS_CONNECTION_DURATION: duration,
+                sc.CHANNELS_FRAMES_RECEIVED: self.frames_in,
+                sc.CHANNELS_FRAMES_SENT: self.frames_out,
+            }
+            if isinstance(reason, str) and reason:
+                attributes[sc.WEBSOCKET_CLOSE_REASON] = reason[:123]
+            if self.spans_dropped:
+                attributes[sc.CHANNELS_SPANS_DROPPED] = self.spans_dropped
+            if error_type is not None:
+                attributes[sc.ERROR_TYPE] = error_type
+                span.set_status(Status(StatusCode.ERROR, f"close code {code}"))
+            span.set_attributes(attributes)
+        return await self._run(span, message, dispatch)
+
+    # -- end of the connection -----------------------------------------------
+
+    def finish(self) -> None:
+        """Runs exactly once when the consumer's ``__call__`` exits, however it exits."""
+        if self.ended:
+            return
+        self.ended = True
+        self._end_connect("aborted")
+        if self.counted:
+            duration = time.monotonic() - (self.accepted_at or time.monotonic())
+            self.telemetry.active_connections.add(-1, self.metric_attributes)
+            self.telemetry.connection_duration.record(duration, self.metric_attributes)
+
+
+class TracedConsumerMixin:
+    """Put before a Channels WebSocket consumer class in the bases to trace it.
+
+    Overrides only ``__call__`` (connection bookkeeping around Channels' own
+    loop) and ``dispatch`` (one span per event); handlers, ``send``, ``accept``
+    and ``close`` stay Channels' own, so behaviour is unchanged.
+    """
+
+    #: Skipped by the instrumentor's plain-consumer wrapper (no double spans).
+    _otel_traced = True
+    #: JSON consumers look for a ``traceparent`` in inbound frames.
+    _otel_json_frames = False
+
+    _otel: Connection
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: ASGISend) -> None:
+        connection = Connection(self, scope)
+        self._otel = connection
+        try:
+            await super().__call__(scope, receive, connection.wrap_send(send))  # type: ignore[misc]
+        finally:
+            connection.finish()
+
+    async def dispatch(self, message: dict[str, Any]) -> Any:
+        dispatch = super().dispatch  # type: ignore[misc]
+        message_type = message.get("type")
+        connection = self._otel
+        if message_type == "websocket.receive":
+            return await connection.on_frame(message, dispatch, self._otel_json_frames)
+        if message_type == "websocket.connect":
+            return await connection.on_connect(message, dispatch)
+        if message_type == "websocket.disconnect":
+            return await connection.on_disconnect(message, dispatch)
+        return await connection.on_layer_message(message, dispatch)

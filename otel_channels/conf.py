@@ -1,0 +1,174 @@
+"""The ``OTEL_CHANNELS`` setting: one dict merged over documented defaults.
+
+Read on every frame and every delivery, so the merged result is cached and
+the cache is cleared when Django's ``setting_changed`` signal fires (tests
+using ``override_settings``). Works without configured Django settings (the
+traced consumers may be used outside ``INSTALLED_APPS``): defaults apply.
+
+Validation lives in :mod:`otel_channels.checks`; the runtime never raises on
+a bad value it can ignore, it falls back to the default instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULTS", "SETTING_NAME", "Spec", "SPECS", "get_config", "reload"]
+
+SETTING_NAME = "OTEL_CHANNELS"
+
+#: Query parameter names whose values are replaced by ``REDACTED`` in ``url.query``.
+DEFAULT_SENSITIVE_QUERY_PARAMS = (
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "auth",
+    "authorization",
+    "key",
+    "api_key",
+    "apikey",
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "signature",
+    "sig",
+    "jwt",
+    "session",
+    "sessionid",
+    "code",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
+)
+
+
+def _is_rate(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
+
+def _is_positive_int_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+
+
+def _is_positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple, set, frozenset)) and all(isinstance(x, str) for x in v)
+
+
+def _is_callable_or_path(v: Any) -> bool:
+    return v is None or callable(v) or (isinstance(v, str) and "." in v)
+
+
+def _one_of(*values: Any) -> Callable[[Any], bool]:
+    return lambda v: v in values
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its default, a validator, and the words the check prints."""
+
+    default: Any
+    valid: Callable[[Any], bool]
+    expected: str
+
+
+SPECS: dict[str, Spec] = {
+    "AUTO_INSTRUMENT": Spec(True, lambda v: isinstance(v, bool), "a bool"),
+    "CARRIER_KEY": Spec("_otel", lambda v: isinstance(v, str) and v != "type" and bool(v),
+                        "a non-empty str other than 'type'"),
+    "MESSAGE_SAMPLE_RATE": Spec(1.0, _is_rate, "a number from 0.0 to 1.0"),
+    "FRAME_TRACE_MODE": Spec("link", _one_of("link", "child"), "'link' or 'child'"),
+    "GROUP_MESSAGE_PARENT": Spec("producer", _one_of("producer", "link"), "'producer' or 'link'"),
+    "CLIENT_CONTEXT": Spec("parent", _one_of("parent", "link", "ignore"),
+                           "'parent', 'link' or 'ignore'"),
+    "QUERY_TRACEPARENT": Spec(False, lambda v: isinstance(v, bool), "a bool"),
+    "JSON_TRACEPARENT_KEY": Spec("traceparent", lambda v: v is None or (isinstance(v, str) and v),
+                                 "a non-empty str or None"),
+    "MAX_FRAME_SIZE": Spec(None, _is_positive_int_or_none, "a positive int (bytes) or None"),
+    "SSE_HEARTBEAT": Spec(15, _is_positive_number, "a positive number of seconds"),
+    # --- keys of our own (documented in the README settings table) ---
+    "SEND_SPANS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
+    "MAX_SPANS_PER_CONNECTION": Spec(1000, _is_positive_int_or_none, "a positive int or None"),
+    "IGNORED_FRAMES": Spec((), _is_str_list, "a list of str (exact frame texts)"),
+    "SPAN_HOOK": Spec(None, _is_callable_or_path,
+                      "a callable(span, scope, message) or its dotted path, or None"),
+    "GROUP_TEMPLATE": Spec(None, _is_callable_or_path,
+                           "a callable(group_name) -> str or its dotted path, or None"),
+    "SENSITIVE_QUERY_PARAMS": Spec(DEFAULT_SENSITIVE_QUERY_PARAMS, _is_str_list, "a list of str"),
+    "BAD_FRAME_POLICY": Spec("raise", _one_of("raise", "close", "error_frame"),
+                             "'raise', 'close' or 'error_frame'"),
+    "UNKNOWN_MESSAGE_POLICY": Spec("raise", _one_of("raise", "drop"), "'raise' or 'drop'"),
+    "STRICT_PAYLOADS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
+    "SSE_QUEUE_SIZE": Spec(256, _is_positive_int_or_none, "a positive int"),
+    "SSE_SLOW_CLIENT_POLICY": Spec("reset", _one_of("reset", "close"), "'reset' or 'close'"),
+    "SSE_REPLAY_MAXLEN": Spec(1000, lambda v: isinstance(v, int) and not isinstance(v, bool)
+                              and v >= 0, "an int >= 0 (0 disables replay)"),
+    "SSE_REPLAY_TTL": Spec(3600, _is_positive_number, "a positive number of seconds"),
+    "SSE_RETRY": Spec(None, _is_positive_int_or_none, "a positive int (milliseconds) or None"),
+    "SSE_TRACEPARENT_FIELD": Spec(False, lambda v: isinstance(v, bool), "a bool"),
+}
+
+DEFAULTS: dict[str, Any] = {key: spec.default for key, spec in SPECS.items()}
+
+
+def _user_settings() -> dict[str, Any]:
+    try:
+        from django.conf import settings
+
+        value = getattr(settings, SETTING_NAME, None)
+    except Exception:  # settings not configured: the consumers still work
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@functools.cache
+def get_config() -> dict[str, Any]:
+    """The merged settings; invalid values fall back to their default."""
+    config = dict(DEFAULTS)
+    for key, value in _user_settings().items():
+        spec = SPECS.get(key)
+        if spec is not None and spec.valid(value):
+            config[key] = value
+    for key in ("SPAN_HOOK", "GROUP_TEMPLATE"):
+        config[key] = _resolve(config[key])
+    config["IGNORED_FRAMES"] = frozenset(config["IGNORED_FRAMES"])
+    config["SENSITIVE_QUERY_PARAMS"] = frozenset(
+        name.lower() for name in config["SENSITIVE_QUERY_PARAMS"]
+    )
+    return config
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, str):
+        from django.utils.module_loading import import_string
+
+        try:
+            return import_string(value)
+        except ImportError:
+            return None  # reported by check otel_channels.E002
+    return value
+
+
+def reload(*, setting: str | None = None, **kwargs: Any) -> None:
+    """``setting_changed`` receiver: forget the cached config."""
+    if setting is None or setting == SETTING_NAME:
+        get_config.cache_clear()
+
+
+def _connect_signal() -> None:
+    try:
+        from django.test.signals import setting_changed
+    except Exception:  # pragma: no cover - Django always has it
+        return
+    setting_changed.connect(reload, dispatch_uid="otel_channels.conf.reload")
+
+
+_connect_signal()

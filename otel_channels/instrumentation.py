@@ -1,0 +1,158 @@
+"""OpenTelemetry instrumentation for Django Channels' channel layers.
+
+Usage
+-----
+Automatic: ``"otel_channels"`` in ``INSTALLED_APPS`` instruments when Django
+starts (``OTEL_CHANNELS = {"AUTO_INSTRUMENT": False}`` turns that off). Zero
+code: ``opentelemetry-instrument daphne myproject.asgi:application`` finds the
+``channels`` entry point; ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=channels``
+disables it. By hand::
+
+    from otel_channels.instrumentation import ChannelsInstrumentor
+
+    ChannelsInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
+
+What it does
+------------
+* wraps ``send`` and ``group_send`` of ``channels.layers.InMemoryChannelLayer``,
+  ``channels_redis.core.RedisChannelLayer`` and
+  ``channels_redis.pubsub.RedisPubSubChannelLayer`` (when importable): a
+  PRODUCER span ``group_send {group}`` / ``send`` and a trace carrier in a copy
+  of the message under ``CARRIER_KEY``;
+* makes every consumer, plain Channels ones included, strip that carrier
+  before its handler runs and handle the message inside a ``process {group}``
+  CONSUMER span (the ``Traced*`` consumers do this themselves, instrumented or
+  not);
+* makes ``URLRouter`` record the matched route template in the scope, so
+  span names say ``/chat/<room>/`` rather than a raw path.
+
+Configuration
+-------------
+``instrument(tracer_provider=..., meter_provider=...)``; everything else is
+the ``OTEL_CHANNELS`` Django setting (read lazily: this module never touches
+``django.conf.settings`` at instrument time, because ``opentelemetry-instrument``
+runs before ``django.setup()``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import weakref
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+from . import _process, _producer, _telemetry
+from ._names import ROUTE_SCOPE_KEY, pattern_template
+from ._package import _instruments
+
+__all__ = ["ChannelsInstrumentor"]
+
+#: (module, class) pairs whose send / group_send are wrapped when importable.
+LAYER_CLASSES = (
+    ("channels.layers", "InMemoryChannelLayer"),
+    ("channels_redis.core", "RedisChannelLayer"),
+    # RedisPubSubChannelLayer proxies to one RedisPubSubLoopLayer per event loop.
+    ("channels_redis.pubsub", "RedisPubSubLoopLayer"),
+)
+
+
+class _RouteRecorder:
+    """A URLRouter route's application that records the route template in the scope."""
+
+    def __init__(self, application: Any, template: str) -> None:
+        self.application = application
+        self.template = template
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        # URLRouter hands each route a fresh scope dict, so adding a key is safe;
+        # a nested URLRouter copies it and its own recorder appends to it.
+        prefix = scope.get(ROUTE_SCOPE_KEY) or "/"
+        scope[ROUTE_SCOPE_KEY] = prefix.rstrip("/") + "/" + self.template.lstrip("/")
+        return await self.application(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:  # consumer_class, consumer_initkwargs, ...
+        return getattr(self.application, name)
+
+
+_routers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _record_routes(router: Any) -> None:
+    if router in _routers:
+        return
+    for route in getattr(router, "routes", ()):
+        callback = getattr(route, "callback", None)
+        if callback is not None and not isinstance(callback, _RouteRecorder):
+            route.callback = _RouteRecorder(callback, pattern_template(route.pattern))
+    _routers.add(router)
+
+
+def _forget_routes() -> None:
+    for router in list(_routers):
+        for route in getattr(router, "routes", ()):
+            if isinstance(route.callback, _RouteRecorder):
+                route.callback = route.callback.application
+    _routers.clear()
+
+
+def _router_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    _record_routes(instance)
+    return wrapped(*args, **kwargs)
+
+
+def _dispatch_loop(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """Wraps ``channels.consumer.await_many_dispatch`` for plain consumers."""
+    consumer_callables, dispatch = args[0], args[1]
+    consumer = getattr(dispatch, "__self__", None)
+    if consumer is None or getattr(consumer, "_otel_traced", False):
+        return wrapped(*args, **kwargs)
+    client_events = _process.CLIENT_EVENT_TYPES
+
+    async def traced_dispatch(message: dict[str, Any]) -> Any:
+        if message.get("type") in client_events:
+            return await dispatch(message)
+        return await _process.process(consumer, message, dispatch)
+
+    return wrapped(consumer_callables, traced_dispatch)
+
+
+class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Traces Django Channels channel layers and routes (see the module docstring)."""
+
+    _wrapped: list[tuple[Any, str]]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        _telemetry.configure(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
+        self._wrapped = []
+        for module_name, class_name in LAYER_CLASSES:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            layer = getattr(module, class_name, None)
+            if layer is None or not hasattr(layer, "group_send"):
+                continue
+            wrap_function_wrapper(module, f"{class_name}.send", _producer.traced_send)
+            wrap_function_wrapper(module, f"{class_name}.group_send", _producer.traced_group_send)
+            self._wrapped += [(layer, "send"), (layer, "group_send")]
+        import channels.consumer
+        import channels.routing
+
+        wrap_function_wrapper(channels.routing, "URLRouter.__call__", _router_call)
+        wrap_function_wrapper(channels.consumer, "await_many_dispatch", _dispatch_loop)
+        self._wrapped += [(channels.routing.URLRouter, "__call__"),
+                          (channels.consumer, "await_many_dispatch")]
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for owner, attribute in getattr(self, "_wrapped", ()):
+            unwrap(owner, attribute)
+        self._wrapped = []
+        _forget_routes()
+        _telemetry.reset()

@@ -1,0 +1,150 @@
+"""Shared fixtures: one session-wide TracerProvider / MeterProvider with in-memory readers.
+
+The global providers can be set only once per process, so they are set at
+import time here; ``spans`` clears the exporter for each test and ``metrics``
+collects once up front so every test sees only its own deltas.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+SPAN_EXPORTER = InMemorySpanExporter()
+_TRACER_PROVIDER = TracerProvider()
+_TRACER_PROVIDER.add_span_processor(SimpleSpanProcessor(SPAN_EXPORTER))
+trace.set_tracer_provider(_TRACER_PROVIDER)
+
+_DELTA = AggregationTemporality.DELTA
+METRIC_READER = InMemoryMetricReader(preferred_temporality={
+    Counter: _DELTA, UpDownCounter: _DELTA, Histogram: _DELTA, ObservableCounter: _DELTA,
+    ObservableUpDownCounter: _DELTA, ObservableGauge: _DELTA,
+})
+metrics.set_meter_provider(MeterProvider(metric_readers=[METRIC_READER]))
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class Spans:
+    """Finished spans of the current test, with lookups by name."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        self.exporter = exporter
+
+    def all(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [span for span in self.all() if span.name == name]
+
+    def one(self, name: str) -> ReadableSpan:
+        found = self.named(name)
+        assert len(found) == 1, (name, [span.name for span in self.all()])
+        return found[0]
+
+    def names(self) -> list[str]:
+        return [span.name for span in self.all()]
+
+    def clear(self) -> None:
+        self.exporter.clear()
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    SPAN_EXPORTER.clear()
+    yield Spans(SPAN_EXPORTER)
+    SPAN_EXPORTER.clear()
+
+
+class Metrics:
+    """Delta metric points collected since the fixture started (or last ``collect``)."""
+
+    def __init__(self, reader: InMemoryMetricReader) -> None:
+        self.reader = reader
+        self.points: dict[str, list[Any]] = {}
+
+    def collect(self) -> dict[str, list[Any]]:
+        data = self.reader.get_metrics_data()
+        if data is not None:
+            for resource_metrics in data.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        self.points.setdefault(metric.name, []).extend(metric.data.data_points)
+        return self.points
+
+    def sum(self, name: str, **attributes: Any) -> float:
+        """Sum of a counter's deltas whose attributes include ``attributes``."""
+        self.collect()
+        return sum(
+            point.value for point in self.points.get(name, [])
+            if all(point.attributes.get(k.replace("__", ".")) == v for k, v in attributes.items())
+        )
+
+    def count(self, name: str, **attributes: Any) -> int:
+        """Number of recordings of a histogram whose attributes include ``attributes``."""
+        self.collect()
+        return sum(
+            point.count for point in self.points.get(name, [])
+            if all(point.attributes.get(k.replace("__", ".")) == v for k, v in attributes.items())
+        )
+
+    def attributes(self, name: str) -> list[dict[str, Any]]:
+        self.collect()
+        return [dict(point.attributes) for point in self.points.get(name, [])]
+
+
+@pytest.fixture
+def metric_reader() -> Metrics:
+    METRIC_READER.get_metrics_data()  # drop deltas of earlier tests
+    return Metrics(METRIC_READER)
+
+
+def redis_available(url: str = REDIS_URL) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """``REDIS_URL``; skips without Redis unless ``REQUIRE_REDIS=1`` (then it fails)."""
+    if not redis_available():
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail(f"REQUIRE_REDIS=1 but Redis does not answer at {REDIS_URL}")
+        pytest.skip(f"Redis does not answer at {REDIS_URL}")
+    return REDIS_URL
+
+
+def redis_layer_config(url: str, backend: str = "channels_redis.core.RedisChannelLayer",
+                       **config: Any) -> dict[str, Any]:
+    """A channels-redis layer config safe under redis-py 8 (see checks W010/W011)."""
+    return {
+        "BACKEND": backend,
+        "CONFIG": {
+            "hosts": [{"address": url, "socket_timeout": 30, "max_connections": 2000}],
+            **config,
+        },
+    }
