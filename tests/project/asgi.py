@@ -1,0 +1,28 @@
+"""ASGI application of the test project's worker processes."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
+
+from tests.project import otel  # noqa: E402
+
+otel.configure()
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from tests.project.consumers import ChatConsumer, PlainChatConsumer  # noqa: E402
+
+websocket_routes = [
+    path("ws/chat/<str:room>/", ChatConsumer.as_asgi()),
+    path("ws/plain/<str:room>/", PlainChatConsumer.as_asgi()),
+]
+
+application = ProtocolTypeRouter({
+    "http": django_app,
+    "websocket": URLRouter(websocket_routes),
+})

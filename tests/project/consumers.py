@@ -1,0 +1,41 @@
+"""Consumers of the test project: a traced chat room and a plain Channels one."""
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
+
+
+class ChatConsumer(TracedAsyncJsonWebsocketConsumer):
+    """``{"text": ...}`` in -> broadcast to ``room_<room>``; broadcasts out as JSON."""
+
+    async def connect(self):
+        self.group = f"room_{self.scope['url_route']['kwargs']['room']}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        await self.channel_layer.group_send(
+            self.group, {"type": "chat.message", "text": content.get("text"),
+                         "worker": self.scope.get("server", ["", 0])[1]},
+        )
+
+    async def chat_message(self, event):
+        await self.send_json(event)
+
+
+class PlainChatConsumer(AsyncJsonWebsocketConsumer):
+    """A plain Channels consumer in the same room: the instrumentor covers it."""
+
+    async def connect(self):
+        self.group = f"room_{self.scope['url_route']['kwargs']['room']}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def chat_message(self, event):
+        await self.send_json(event)
