@@ -62,7 +62,8 @@ class Delivery:
     def record_receipt(self, telemetry: _telemetry.Telemetry) -> None:
         telemetry.consumed_messages.add(1, self.attributes)
         if self.sent_at is not None:
-            telemetry.delivery_duration.record(max(0.0, time.time() - self.sent_at), self.attributes)
+            delay = max(0.0, time.time() - self.sent_at)
+            telemetry.delivery_duration.record(delay, self.attributes)
 
     def start_span(
         self,

@@ -14,8 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 
 from . import _carrier, _process, _sampling, _telemetry
@@ -42,6 +42,8 @@ async def _produce(
     if not isinstance(message, dict) or _PRODUCING.get():
         return await wrapped(target, message)  # the layer raises its own error
     key = config["CARRIER_KEY"]
+    if not is_instrumentation_enabled():
+        return await _produce_suppressed(wrapped, target, message, key, group)
     if config["STRICT_PAYLOADS"]:
         check_payload(message, key)
     telemetry = _telemetry.get()
@@ -88,11 +90,14 @@ async def _produce(
     start = time.perf_counter()
     producing = _PRODUCING.set(True)
     try:
+        # No ``return`` inside the try: an ``else`` clause is skipped after a return,
+        # which once left the sent-messages counter and duration never recorded.
         if span is not None:
             with trace.use_span(span, end_on_exit=False, record_exception=False,
                                 set_status_on_exception=False):
-                return await wrapped(target, stamped)
-        return await wrapped(target, stamped)
+                result = await wrapped(target, stamped)
+        else:
+            result = await wrapped(target, stamped)
     except BaseException as exc:
         if span is not None:
             _process.record_exception(span, exc)
@@ -102,13 +107,34 @@ async def _produce(
     else:
         telemetry.sent_messages.add(1, metric_attributes)
         telemetry.operation_duration.record(time.perf_counter() - start, metric_attributes)
+        return result
     finally:
         _PRODUCING.reset(producing)
         if span is not None:
             span.end()
 
 
-def _target_and_message(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> tuple[Any, Any]:
+async def _produce_suppressed(
+    wrapped: Callable[..., Awaitable[Any]], target: str, message: dict[str, Any], key: str,
+    group: bool,
+) -> Any:
+    """Under ``suppress_instrumentation()``: no span, no metric, an unsampled carrier.
+
+    The carrier says "not sampled", so every delivery of the message is untraced
+    too (a span exporter that publishes spans over the channel layer would
+    otherwise trace its own publishing, forever).
+    """
+    carrier = _carrier.build(_sampling.DROPPED_SPAN_CONTEXT, target if group else None, time.time())
+    producing = _PRODUCING.set(True)
+    try:
+        return await wrapped(target, _carrier.attach(message, key, carrier))
+    finally:
+        _PRODUCING.reset(producing)
+
+
+def _target_and_message(
+    args: tuple[Any, ...], kwargs: dict[str, Any], name: str
+) -> tuple[Any, Any]:
     if len(args) >= 2:
         return args[0], args[1]
     target = args[0] if args else kwargs.get(name)

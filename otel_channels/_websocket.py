@@ -20,6 +20,7 @@ The active-connection count goes up at accept and down exactly once in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -80,7 +81,8 @@ def client_context(
     """Trace context the client sent: handshake headers, else ``?traceparent=``."""
     if config["CLIENT_CONTEXT"] == "ignore":
         return None
-    ctx = trace.get_current_span(propagate.extract(headers, getter=_GETTER)).get_span_context()
+    extracted = propagate.extract(headers, getter=_GETTER)  # type: ignore[arg-type]
+    ctx = trace.get_current_span(extracted).get_span_context()
     if ctx.is_valid:
         return ctx
     if config["QUERY_TRACEPARENT"]:
@@ -109,8 +111,9 @@ class Connection:
         self.scope = scope
         self.telemetry = _telemetry.get()
         self.config = get_config()
+        self.carrier_key = self.config["CARRIER_KEY"]
         self.consumer_name = type(consumer).__qualname__
-        self.route = route_of(scope, self.consumer_name)
+        self.route = route_of(scope, type(consumer).__name__)
         self.connect_span: trace.Span | None = None
         self.connect_context: SpanContext | None = None
         self.active_span: trace.Span | None = None
@@ -367,15 +370,28 @@ class Connection:
             span.set_status(Status(StatusCode.ERROR, "frame larger than MAX_FRAME_SIZE"))
         span.end()
         # 1009 "message too big" (RFC 6455 7.4.1); the handler never sees the frame.
+        assert self.send is not None  # set by wrap_send before any frame arrives
         await self.send({"type": "websocket.close", "code": 1009})
+
+    def bad_frame(self, kind: str) -> tuple[str, int]:
+        """Record a frame a JSON consumer cannot decode; ``(policy, close code)``.
+
+        ``kind`` is ``binary_frame`` (close 1003, unsupported data), ``empty_frame``
+        or ``malformed_json`` (close 1007, invalid payload data), RFC 6455 7.4.1.
+        """
+        code = 1003 if kind == "binary_frame" else 1007
+        self.telemetry.dropped_messages.add(1, {**self.metric_attributes, sc.ERROR_TYPE: kind})
+        span = self.active_span
+        if span is not None and span.is_recording():
+            span.set_attribute(sc.ERROR_TYPE, kind)
+            span.set_status(Status(StatusCode.ERROR, kind))
+        return self.config["BAD_FRAME_POLICY"], code
 
     def _hook(self, span: trace.Span, message: dict[str, Any]) -> None:
         hook = self.config["SPAN_HOOK"]
         if hook is not None:
-            try:
+            with contextlib.suppress(Exception):  # a user hook must never break the connection
                 hook(span, self.scope, message)
-            except Exception:  # a user hook must never break the connection
-                pass
 
     async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch) -> Any:
         self.active_span = span
@@ -471,8 +487,10 @@ class TracedConsumerMixin:
 
     async def dispatch(self, message: dict[str, Any]) -> Any:
         dispatch = super().dispatch  # type: ignore[misc]
-        message_type = message.get("type")
         connection = self._otel
+        if connection.carrier_key in message:  # from the channel layer, whatever its type
+            return await connection.on_layer_message(message, dispatch)
+        message_type = message.get("type")
         if message_type == "websocket.receive":
             return await connection.on_frame(message, dispatch, self._otel_json_frames)
         if message_type == "websocket.connect":

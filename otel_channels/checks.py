@@ -76,7 +76,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
 
 def _redis_default_socket_timeout() -> float | None:
     try:
-        from redis import _defaults  # type: ignore[attr-defined]
+        from redis import _defaults
     except ImportError:  # redis-py < 8: no socket timeout unless given
         return None
     value = getattr(_defaults, "DEFAULT_SOCKET_TIMEOUT", None)

@@ -14,6 +14,8 @@ global OpenTelemetry providers). Spans and metrics: see the README.
 
 from __future__ import annotations
 
+from typing import Any
+
 from channels.generic.websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
@@ -39,13 +41,63 @@ class TracedAsyncWebsocketConsumer(TracedConsumerMixin, AsyncWebsocketConsumer):
     """:class:`channels.generic.websocket.AsyncWebsocketConsumer`, traced."""
 
 
+def _bad_frame_kind(text_data: str | None, bytes_data: bytes | None) -> str | None:
+    if text_data:
+        return None
+    return "binary_frame" if bytes_data is not None else "empty_frame"
+
+
 class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
-    """:class:`channels.generic.websocket.JsonWebsocketConsumer`, traced."""
+    """:class:`channels.generic.websocket.JsonWebsocketConsumer`, traced.
+
+    With ``BAD_FRAME_POLICY`` ``"close"`` or ``"error_frame"``, an undecodable
+    frame closes the socket (1003 binary, 1007 empty / malformed JSON) or gets
+    ``{"type": "error", "error": kind}`` instead of Channels' ``ValueError``.
+    """
 
     _otel_json_frames = True
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
+                **kwargs: Any) -> None:
+        if self._otel.config["BAD_FRAME_POLICY"] == "raise":
+            return super().receive(text_data, bytes_data, **kwargs)  # Channels' behaviour
+        kind = _bad_frame_kind(text_data, bytes_data)
+        if kind is None:
+            try:
+                content = self.decode_json(text_data)
+            except ValueError:
+                kind = "malformed_json"
+            else:
+                return self.receive_json(content, **kwargs)
+        policy, code = self._otel.bad_frame(kind)
+        if policy == "close":
+            self.close(code)
+        else:
+            self.send_json({"type": "error", "error": kind})
 
 
 class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketConsumer):
-    """:class:`channels.generic.websocket.AsyncJsonWebsocketConsumer`, traced."""
+    """:class:`channels.generic.websocket.AsyncJsonWebsocketConsumer`, traced.
+
+    ``BAD_FRAME_POLICY`` applies as in :class:`TracedJsonWebsocketConsumer`.
+    """
 
     _otel_json_frames = True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
+                      **kwargs: Any) -> None:
+        if self._otel.config["BAD_FRAME_POLICY"] == "raise":
+            return await super().receive(text_data, bytes_data, **kwargs)
+        kind = _bad_frame_kind(text_data, bytes_data)
+        if kind is None:
+            try:
+                content = await self.decode_json(text_data)
+            except ValueError:
+                kind = "malformed_json"
+            else:
+                return await self.receive_json(content, **kwargs)
+        policy, code = self._otel.bad_frame(kind)
+        if policy == "close":
+            await self.close(code)
+        else:
+            await self.send_json({"type": "error", "error": kind})

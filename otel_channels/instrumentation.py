@@ -48,6 +48,7 @@ from wrapt import wrap_function_wrapper
 from . import _process, _producer, _telemetry
 from ._names import ROUTE_SCOPE_KEY, pattern_template
 from ._package import _instruments
+from .conf import get_config
 
 __all__ = ["ChannelsInstrumentor"]
 
@@ -113,7 +114,7 @@ def _dispatch_loop(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     client_events = _process.CLIENT_EVENT_TYPES
 
     async def traced_dispatch(message: dict[str, Any]) -> Any:
-        if message.get("type") in client_events:
+        if message.get("type") in client_events and get_config()["CARRIER_KEY"] not in message:
             return await dispatch(message)
         return await _process.process(consumer, message, dispatch)
 

@@ -1,0 +1,191 @@
+"""An incremental, sans-IO parser for ``text/event-stream`` (Server-Sent Events).
+
+Follows the WHATWG HTML standard, "Interpreting an event stream"
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+
+* the stream is UTF-8 whatever the ``charset`` says; invalid bytes become U+FFFD;
+  exactly one leading BOM (U+FEFF) is stripped, a second one is data;
+* lines end with CRLF, LF or CR, also when the CR ends one chunk and the LF
+  starts the next (that pair is one line end, not an extra empty line);
+* ``:comment`` lines are ignored; a line without a colon is a field name with
+  an empty value; one space after the colon is stripped;
+* ``data`` lines are joined with LF; an empty line dispatches the event unless
+  no ``data`` line was seen (then only the last event id is updated);
+* ``id`` values containing NUL are ignored; the last event id persists across
+  events (and, seeded with ``last_event_id``, across reconnections, as browsers do);
+* ``retry`` is applied only when it is all ASCII digits;
+* other fields are ignored by the standard; this parser keeps them on the event
+  in ``fields`` (so a client can read e.g. a ``traceparent:`` line);
+* an event still incomplete at the end of the stream is discarded.
+
+Feed it chunks as they arrive (``bytes`` or ``str``)::
+
+    parser = EventStreamParser()
+    for chunk in chunks:
+        for event in parser.feed(chunk):
+            handle(event.type, event.data, event.id)
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["EventStreamParser", "EventTooLarge", "MessageEvent"]
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_BOM = "\ufeff"
+#: Distinct non-standard field names kept per event (a hostile stream cannot grow it).
+_MAX_EXTRA_FIELDS = 32
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """One dispatched event, as a browser's ``MessageEvent`` would show it.
+
+    Args:
+        type: the ``event:`` field, ``"message"`` when absent or empty.
+        data: the ``data:`` lines joined with LF.
+        id: the last event id at dispatch (it persists from earlier events).
+        retry: the reconnection time (ms) set by a ``retry:`` line of this event, if any.
+        fields: non-standard fields of this event (last value wins), e.g. ``traceparent``.
+    """
+
+    type: str = "message"
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        """``data`` decoded as JSON."""
+        return json.loads(self.data)
+
+
+class EventTooLarge(ValueError):
+    """An event (or a single line) grew past the parser's ``max_size``."""
+
+
+class EventStreamParser:
+    """Turns chunks of one event stream into :class:`MessageEvent` objects.
+
+    Args:
+        last_event_id: the id a new stream starts from (the previous stream's last id).
+        max_size: cap in characters on one pending line plus the event's data, or None.
+    """
+
+    def __init__(self, last_event_id: str = "", max_size: int | None = None) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._started = False  # BOM check done (only at the very start of the stream)
+        self._skip_lf = False  # the previous chunk ended with CR: a leading LF belongs to it
+        self._line: list[str] = []  # pieces of the line still missing its end
+        self._line_size = 0
+        self._data: list[str] = []
+        self._data_size = 0
+        self._event_type = ""
+        self._event_retry: int | None = None
+        self._fields: dict[str, str] = {}
+        self._max_size = max_size
+        #: The last event ID buffer (updated by every ``id`` field without NUL).
+        self.id_buffer = last_event_id
+        #: The last event id string: ``id_buffer`` as of the last dispatch (empty line).
+        self.last_event_id = last_event_id
+        #: The reconnection time in milliseconds set by the stream, or None.
+        self.retry: int | None = None
+
+    def feed(self, chunk: bytes | str) -> list[MessageEvent]:
+        """Parse one chunk; return the events it completed (possibly none)."""
+        text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
+        if not text:
+            return []
+        if not self._started:
+            self._started = True
+            if text[0] == _BOM:
+                text = text[1:]
+        if self._skip_lf and text:
+            self._skip_lf = False
+            if text[0] == "\n":
+                text = text[1:]
+        if not text:
+            return []
+        events: list[MessageEvent] = []
+        pos = 0
+        for match in _LINE_END.finditer(text):
+            piece = text[pos:match.start()]
+            if self._line:
+                self._line.append(piece)
+                line = "".join(self._line)
+                self._line.clear()
+                self._line_size = 0
+            else:
+                line = piece
+            self._process(line, events)
+            pos = match.end()
+        if pos < len(text):
+            rest = text[pos:]
+            self._line.append(rest)
+            self._line_size += len(rest)
+            self._check_size()
+        elif text[-1] == "\r":
+            self._skip_lf = True  # a CRLF may be split across chunks
+        return events
+
+    def close(self) -> None:
+        """End of stream: an unterminated line and an undispatched event are discarded."""
+        self._decoder.reset()
+        self._line.clear()
+        self._line_size = 0
+        self._reset_event()
+
+    def _check_size(self) -> None:
+        limit = self._max_size
+        if limit is not None and self._line_size + self._data_size > limit:
+            raise EventTooLarge(f"event larger than {limit} characters")
+
+    def _process(self, line: str, events: list[MessageEvent]) -> None:
+        if not line:
+            self._dispatch(events)
+            return
+        if line[0] == ":":
+            return  # comment
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._data_size += len(value) + 1
+            self._check_size()
+        elif name == "event":
+            self._event_type = value
+        elif name == "id":
+            if "\0" not in value:
+                self.id_buffer = value
+        elif name == "retry":
+            if value and value.isascii() and value.isdigit():
+                self.retry = self._event_retry = int(value)
+        elif name in self._fields or len(self._fields) < _MAX_EXTRA_FIELDS:
+            self._fields[name] = value
+
+    def _dispatch(self, events: list[MessageEvent]) -> None:
+        self.last_event_id = self.id_buffer
+        if self._data:
+            events.append(MessageEvent(
+                type=self._event_type or "message",
+                data="\n".join(self._data),
+                id=self.last_event_id,
+                retry=self._event_retry,
+                fields=self._fields,
+            ))
+            self._fields = {}
+        self._reset_event()
+
+    def _reset_event(self) -> None:
+        self._data = []
+        self._data_size = 0
+        self._event_type = ""
+        self._event_retry = None
+        if self._fields:
+            self._fields = {}

@@ -1,0 +1,93 @@
+"""System checks: settings validation and channel-layer traps (ids and hints)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from otel_channels.checks import check_channel_layers, check_settings
+from otel_channels.conf import get_config
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+def test_defaults_are_clean():
+    assert check_settings() == []
+    assert check_channel_layers() == []
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ({"NOT_A_KEY": 1}, ["otel_channels.W001"]),
+    ({"MESSAGE_SAMPLE_RATE": 2}, ["otel_channels.E002"]),
+    ({"MESSAGE_SAMPLE_RATE": "1"}, ["otel_channels.E002"]),
+    ({"FRAME_TRACE_MODE": "sibling"}, ["otel_channels.E002"]),
+    ({"GROUP_MESSAGE_PARENT": "parent"}, ["otel_channels.E002"]),
+    ({"CLIENT_CONTEXT": "trust"}, ["otel_channels.E002"]),
+    ({"QUERY_TRACEPARENT": "yes"}, ["otel_channels.E002"]),
+    ({"MAX_FRAME_SIZE": 0}, ["otel_channels.E002"]),
+    ({"CARRIER_KEY": "type"}, ["otel_channels.E002"]),
+    ({"SPAN_HOOK": "no.such.module.hook"}, ["otel_channels.E003"]),
+    ({"AUTO_INSTRUMENT": True, "MAX_FRAME_SIZE": 1024, "JSON_TRACEPARENT_KEY": None}, []),
+])
+def test_settings_checks(value, expected):
+    with override_settings(OTEL_CHANNELS=value):
+        messages = check_settings()
+    assert ids(messages) == expected
+    assert all(message.hint for message in messages)
+
+
+def test_not_a_dict():
+    with override_settings(OTEL_CHANNELS=["nope"]):
+        assert ids(check_settings()) == ["otel_channels.E001"]
+
+
+def test_config_cache_cleared_on_setting_changed():
+    assert get_config()["MESSAGE_SAMPLE_RATE"] == 1.0
+    with override_settings(OTEL_CHANNELS={"MESSAGE_SAMPLE_RATE": 0.25}):
+        assert get_config()["MESSAGE_SAMPLE_RATE"] == 0.25
+    assert get_config()["MESSAGE_SAMPLE_RATE"] == 1.0
+
+
+def test_invalid_value_falls_back_to_default_at_runtime():
+    with override_settings(OTEL_CHANNELS={"MESSAGE_SAMPLE_RATE": 7}):
+        assert get_config()["MESSAGE_SAMPLE_RATE"] == 1.0
+
+
+REDIS = "channels_redis.core.RedisChannelLayer"
+
+
+@pytest.mark.parametrize(("hosts", "expected"), [
+    (["redis://127.0.0.1:6379"], ["otel_channels.W010", "otel_channels.W011"]),
+    (None, ["otel_channels.W010", "otel_channels.W011"]),
+    # (host, port) tuples cannot carry options: redis-py's defaults apply, so both traps.
+    ([("127.0.0.1", 6379)], ["otel_channels.W010", "otel_channels.W011"]),
+    ([{"address": "redis://127.0.0.1:6379", "socket_timeout": 5}],
+     ["otel_channels.W010", "otel_channels.W011"]),
+    ([{"address": "redis://127.0.0.1:6379", "socket_timeout": 30}], ["otel_channels.W011"]),
+    ([{"address": "redis://127.0.0.1:6379?socket_timeout=30", "max_connections": 500}], []),
+    ([{"address": "redis://127.0.0.1:6379", "socket_timeout": 30, "max_connections": 500}], []),
+])
+def test_redis_layer_checks(hosts, expected):
+    config = {"hosts": hosts} if hosts is not None else {}
+    with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": REDIS, "CONFIG": config}}):
+        messages = check_channel_layers()
+    assert ids(messages) == expected
+    for message in messages:
+        assert "socket_timeout" in message.hint or "max_connections" in message.hint
+
+
+def test_pubsub_layer_checked_too():
+    layer = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+             "CONFIG": {"hosts": ["redis://127.0.0.1:6379"]}}
+    with override_settings(CHANNEL_LAYERS={"default": layer}):
+        assert "otel_channels.W010" in ids(check_channel_layers())
+
+
+def test_checks_are_registered():
+    with override_settings(OTEL_CHANNELS={"MESSAGE_SAMPLE_RATE": -1}), \
+            pytest.raises(SystemCheckError, match="otel_channels.E002"):
+        call_command("check")
