@@ -13,6 +13,7 @@ Either way it also links the consumer's ``connect`` span when there is one.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -33,6 +34,17 @@ CLIENT_EVENT_TYPES = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=1024)
+def _metric_attributes(template: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
+        sc.MESSAGING_OPERATION_TYPE: "process",
+    }
+    if template is not None:
+        attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template
+    return attributes
+
+
 class Delivery:
     """What the carrier of one received channel-layer message says."""
 
@@ -44,13 +56,8 @@ class Delivery:
         self.template = group_template(self.group, config["GROUP_TEMPLATE"]) if self.group else None
         self.producer = _carrier.remote_context(self.carrier)
         self.sent_at = _carrier.sent_at(self.carrier)
-        attributes: dict[str, Any] = {
-            sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-            sc.MESSAGING_OPERATION_TYPE: "process",
-        }
-        if self.template is not None:
-            attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = self.template
-        self.attributes = attributes  # low cardinality: also the metric attributes
+        # Low cardinality, shared per template (read-only): also the metric attributes.
+        self.attributes = _metric_attributes(self.template)
 
     @property
     def keep(self) -> bool:
@@ -59,9 +66,10 @@ class Delivery:
             return self.producer.trace_flags.sampled
         return _sampling.draw(get_config()["MESSAGE_SAMPLE_RATE"])
 
-    def record_receipt(self, telemetry: _telemetry.Telemetry) -> None:
-        telemetry.consumed_messages.add(1, self.attributes)
-        if self.sent_at is not None:
+    def record_receipt(self, telemetry: _telemetry.Telemetry, sampled: bool = True) -> None:
+        """Count the message; its delivery latency too when it is sampled."""
+        telemetry.consumed_messages.cell_for(self.template, self.attributes)[0] += 1
+        if sampled and self.sent_at is not None:
             delay = max(0.0, time.time() - self.sent_at)
             telemetry.delivery_duration.record(delay, self.attributes)
 
@@ -119,7 +127,8 @@ async def process(
     config = get_config()
     telemetry = _telemetry.get()
     delivery = Delivery(message, config)
-    delivery.record_receipt(telemetry)
+    keep = delivery.keep
+    delivery.record_receipt(telemetry, keep)
     if config["UNKNOWN_MESSAGE_POLICY"] == "drop" and not has_handler(consumer, delivery.message):
         # Channels would raise ValueError and kill this consumer (and, for a group
         # message, every consumer in the group): record, count, drop instead.
@@ -131,14 +140,13 @@ async def process(
         span.end()
         return None
 
-    if not delivery.keep:
+    if not keep:
+        # Not sampled: no span and no duration histograms, only the count above.
         token = otel_context.attach(_sampling.DROPPED_CONTEXT)
-        start = time.perf_counter()
         try:
             return await dispatch(delivery.message)
         finally:
             otel_context.detach(token)
-            telemetry.process_duration.record(time.perf_counter() - start, delivery.attributes)
 
     span = delivery.start_span(telemetry, config, (connect_context,) if connect_context else ())
     start = time.perf_counter()

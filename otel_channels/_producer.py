@@ -10,6 +10,7 @@ message with the carrier, call the real method, and record
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,20 +50,10 @@ async def _produce(
     telemetry = _telemetry.get()
     if group:
         template = group_template(target, config["GROUP_TEMPLATE"])
-        name, operation = f"group_send {template}", "group_send"
-        metric_attributes = {
-            sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-            sc.MESSAGING_OPERATION_NAME: operation,
-            sc.MESSAGING_OPERATION_TYPE: "send",
-            sc.MESSAGING_DESTINATION_TEMPLATE: template,
-        }
+        name = f"group_send {template}"
     else:
-        name, operation = "send", "send"
-        metric_attributes = {
-            sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-            sc.MESSAGING_OPERATION_NAME: operation,
-            sc.MESSAGING_OPERATION_TYPE: "send",
-        }
+        template, name = None, "send"
+    metric_attributes = _metric_attributes(template)
 
     current = trace.get_current_span().get_span_context()
     if current.is_valid:
@@ -105,8 +96,9 @@ async def _produce(
         telemetry.operation_duration.record(time.perf_counter() - start, error_attributes)
         raise
     else:
-        telemetry.sent_messages.add(1, metric_attributes)
-        telemetry.operation_duration.record(time.perf_counter() - start, metric_attributes)
+        telemetry.sent_messages.cell_for((name, group), metric_attributes)[0] += 1
+        if span is not None:  # durations for sampled sends only; counts for all
+            telemetry.operation_duration.record(time.perf_counter() - start, metric_attributes)
         return result
     finally:
         _PRODUCING.reset(producing)
@@ -130,6 +122,19 @@ async def _produce_suppressed(
         return await wrapped(target, _carrier.attach(message, key, carrier))
     finally:
         _PRODUCING.reset(producing)
+
+
+@functools.lru_cache(maxsize=1024)
+def _metric_attributes(template: str | None) -> dict[str, Any]:
+    """Shared, read-only attributes of a ``group_send`` to ``template`` (None: ``send``)."""
+    attributes = {
+        sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
+        sc.MESSAGING_OPERATION_NAME: "send" if template is None else "group_send",
+        sc.MESSAGING_OPERATION_TYPE: "send",
+    }
+    if template is not None:
+        attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template
+    return attributes
 
 
 def _target_and_message(

@@ -31,9 +31,8 @@ DROPPED_SPAN_CONTEXT = SpanContext(
     is_remote=False,
     trace_flags=TraceFlags(TraceFlags.DEFAULT),
 )
-DROPPED_CONTEXT = trace.set_span_in_context(
-    NonRecordingSpan(DROPPED_SPAN_CONTEXT), otel_context.Context()
-)
+DROPPED_SPAN = NonRecordingSpan(DROPPED_SPAN_CONTEXT)
+DROPPED_CONTEXT = trace.set_span_in_context(DROPPED_SPAN, otel_context.Context())
 
 _random = random.random
 

@@ -4,13 +4,23 @@ By default they come from the global providers (so the traced consumers work
 without the app installed); ``ChannelsInstrumentor().instrument(
 tracer_provider=..., meter_provider=...)`` swaps in explicit providers.
 Instruments are created once per provider, never on the hot path.
+
+Counters hit on every frame and every delivery are :class:`LocalCounter` objects:
+an integer cell per attribute set, bumped in place, reported to the SDK by an
+asynchronous (observable) counter callback at collection time. An SDK
+``Counter.add`` costs about 10 us here (attribute cleaning and hashing per
+call); a cell bump costs ~50 ns, with the same exported data (a monotonic
+cumulative sum per attribute set).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
 from . import _semconv as sc
@@ -21,6 +31,41 @@ _LATENCY_BUCKETS = (
 )
 _DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 86400)
 _SIZE_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+
+class LocalCounter:
+    """A monotonic counter kept in process and observed at collection time."""
+
+    def __init__(self, meter: metrics.Meter, name: str, unit: str, description: str) -> None:
+        self._cells: dict[tuple[tuple[str, Any], ...], list[int]] = {}
+        self._by_key: dict[Any, list[int]] = {}
+        self._lock = threading.Lock()
+        meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=unit, description=description
+        )
+
+    def cell(self, attributes: Mapping[str, Any]) -> list[int]:
+        """The mutable ``[count]`` for one attribute set: ``cell[0] += 1`` on hot paths."""
+        key = tuple(sorted(attributes.items()))
+        found = self._cells.get(key)
+        if found is None:
+            with self._lock:
+                found = self._cells.setdefault(key, [0])
+        return found
+
+    def cell_for(self, key: Any, attributes: Mapping[str, Any]) -> list[int]:
+        """Like :meth:`cell`, looked up by a cheap caller-chosen ``key`` (e.g. a template)."""
+        found = self._by_key.get(key)
+        if found is None:
+            found = self._by_key[key] = self.cell(attributes)
+        return found
+
+    def add(self, amount: int, attributes: Mapping[str, Any]) -> None:
+        self.cell(attributes)[0] += amount
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        for key, cell in list(self._cells.items()):
+            yield Observation(cell[0], dict(key))
 
 
 class Telemetry:
@@ -47,27 +92,26 @@ class Telemetry:
             description="Duration of accepted WebSocket / SSE connections.",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
-        self.websocket_messages = meter.create_counter(
-            sc.M_WEBSOCKET_MESSAGES, unit="{message}",
-            description="WebSocket frames received and sent.",
+        self.websocket_messages = LocalCounter(
+            meter, sc.M_WEBSOCKET_MESSAGES, "{message}", "WebSocket frames received and sent.",
         )
         self.websocket_message_size = meter.create_histogram(
             sc.M_WEBSOCKET_MESSAGE_SIZE, unit="By",
             description="Size of WebSocket frames.",
             explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
         )
-        self.sent_messages = meter.create_counter(
-            sc.M_SENT_MESSAGES, unit="{message}",
-            description="Messages sent to the channel layer (send / group_send).",
+        self.sent_messages = LocalCounter(
+            meter, sc.M_SENT_MESSAGES, "{message}",
+            "Messages sent to the channel layer (send / group_send).",
         )
         self.operation_duration = meter.create_histogram(
             sc.M_OPERATION_DURATION, unit="s",
             description="Duration of channel-layer send / group_send calls.",
             explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
         )
-        self.consumed_messages = meter.create_counter(
-            sc.M_CONSUMED_MESSAGES, unit="{message}",
-            description="Channel-layer messages received by consumers and SSE hubs.",
+        self.consumed_messages = LocalCounter(
+            meter, sc.M_CONSUMED_MESSAGES, "{message}",
+            "Channel-layer messages received by consumers and SSE hubs.",
         )
         self.process_duration = meter.create_histogram(
             sc.M_PROCESS_DURATION, unit="s",
@@ -79,8 +123,8 @@ class Telemetry:
             description="From the producer's send to the start of the handler.",
             explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
         )
-        self.sse_events = meter.create_counter(
-            sc.M_SSE_EVENTS, unit="{event}", description="Server-Sent Events written to streams.",
+        self.sse_events = LocalCounter(
+            meter, sc.M_SSE_EVENTS, "{event}", "Server-Sent Events written to streams.",
         )
         self.sse_replay = meter.create_counter(
             sc.M_SSE_REPLAY, unit="{request}",
@@ -98,19 +142,33 @@ class Telemetry:
 
 _current: Telemetry | None = None
 
+#: One Telemetry per provider pair (None: the global ones), reused across
+#: uninstrument + instrument. The SDK ignores the callbacks of a duplicate
+#: observable instrument, so a fresh Telemetry on the same meter would bump
+#: LocalCounter cells that nobody observes: its counters would vanish.
+_by_providers: dict[tuple[Any, Any], Telemetry] = {}
+
+
+def _for(tracer_provider: Any, meter_provider: Any) -> Telemetry:
+    key = (tracer_provider, meter_provider)
+    found = _by_providers.get(key)
+    if found is None:
+        found = _by_providers[key] = Telemetry(tracer_provider, meter_provider)
+    return found
+
 
 def get() -> Telemetry:
     """The active :class:`Telemetry` (global providers unless instrumented with others)."""
     global _current
     if _current is None:
-        _current = Telemetry()
+        _current = _for(None, None)
     return _current
 
 
 def configure(tracer_provider: Any = None, meter_provider: Any = None) -> Telemetry:
     """Use these providers from now on (``None``: the global ones)."""
     global _current
-    _current = Telemetry(tracer_provider, meter_provider)
+    _current = _for(tracer_provider, meter_provider)
     return _current
 
 

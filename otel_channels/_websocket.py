@@ -132,6 +132,8 @@ class Connection:
         }
         self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
         self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
+        self.count_in = self.telemetry.websocket_messages.cell(self.attrs_in)
+        self.count_out = self.telemetry.websocket_messages.cell(self.attrs_out)
 
     # -- span budget ---------------------------------------------------------
 
@@ -250,15 +252,15 @@ class Connection:
 
     async def _send_frame(self, message: dict[str, Any], send: ASGISend) -> None:
         self.frames_out += 1
-        text = message.get("text")
-        size = size_of(text, message.get("bytes"))
-        telemetry = self.telemetry
-        telemetry.websocket_messages.add(1, self.attrs_out)
-        telemetry.websocket_message_size.record(size, self.attrs_out)
+        self.count_out[0] += 1
         current = self.active_span or trace.get_current_span()
         if not current.is_recording():
-            await send(message)
+            await send(message)  # untraced: counted, nothing else
             return
+        telemetry = self.telemetry
+        text = message.get("text")
+        size = size_of(text, message.get("bytes"))
+        telemetry.websocket_message_size.record(size, self.attrs_out)
         attributes = {
             sc.WEBSOCKET_MESSAGE_TYPE: "text" if text is not None else "binary",
             sc.MESSAGING_MESSAGE_BODY_SIZE: size,
@@ -283,27 +285,32 @@ class Connection:
 
     async def on_frame(self, message: dict[str, Any], dispatch: Dispatch, json_frames: bool) -> Any:
         self.frames_in += 1
-        config, telemetry = self.config, self.telemetry
+        self.count_in[0] += 1
+        config = self.config
         text = message.get("text")
-        data = message.get("bytes") if text is None else None
-        size = size_of(text, data)
-        telemetry.websocket_messages.add(1, self.attrs_in)
-        telemetry.websocket_message_size.record(size, self.attrs_in)
-
         limit = config["MAX_FRAME_SIZE"]
-        if limit is not None and size > limit:
-            return await self._reject_oversized(size)
+        if limit is not None:
+            size = size_of(text, message.get("bytes") if text is None else None)
+            if size > limit:
+                return await self._reject_oversized(size)
         if text is not None and text in config["IGNORED_FRAMES"]:
             return await dispatch(message)
 
-        parent, links, keep = self._frame_parent(text if json_frames else None, config)
-        if not keep or not self._budget():
+        decided = self._frame_parent(text if json_frames else None, config)
+        if decided is None or not self._budget():
+            # Not sampled: no span, no histogram; children see an unsampled parent.
             token = otel_context.attach(_sampling.DROPPED_CONTEXT)
+            self.active_span = _sampling.DROPPED_SPAN
             try:
                 return await dispatch(message)
             finally:
+                self.active_span = None
                 otel_context.detach(token)
+        parent, links = decided
 
+        telemetry = self.telemetry
+        size = size_of(text, message.get("bytes") if text is None else None)
+        telemetry.websocket_message_size.record(size, self.attrs_in)
         span = telemetry.tracer.start_span(
             f"receive {self.route}", context=parent, kind=SpanKind.CONSUMER, links=links
         )
@@ -323,23 +330,32 @@ class Connection:
 
     def _frame_parent(
         self, json_text: str | None, config: dict[str, Any]
-    ) -> tuple[otel_context.Context, list[Link], bool]:
-        """``(parent context, links, keep)`` for one inbound frame."""
+    ) -> tuple[otel_context.Context, list[Link]] | None:
+        """``(parent context, links)`` for one inbound frame, or None when it is not sampled.
+
+        Decides first and allocates after, so a dropped frame costs no Link or Context.
+        """
         rate = config["MESSAGE_SAMPLE_RATE"]
-        links = []
         connect = self.connect_context
-        if connect is not None and connect.is_valid:
-            links.append(Link(connect))
         client = self._json_traceparent(json_text, config) if json_text else None
+        trusted = client is not None and config["CLIENT_CONTEXT"] == "parent"
+        child = not trusted and config["FRAME_TRACE_MODE"] == "child" and connect is not None
+        if trusted:
+            keep = _sampling.keep_trace(client.trace_id, rate)  # type: ignore[union-attr]
+        elif child:
+            keep = connect.trace_flags.sampled and _sampling.draw(rate)  # type: ignore[union-attr]
+        else:
+            keep = _sampling.draw(rate)
+        if not keep:
+            return None
+        links = [Link(connect)] if connect is not None and connect.is_valid else []
+        if trusted:
+            return trace.set_span_in_context(trace.NonRecordingSpan(client), _EMPTY), links  # type: ignore[arg-type]
         if client is not None:
-            if config["CLIENT_CONTEXT"] == "parent":
-                parent = trace.set_span_in_context(trace.NonRecordingSpan(client), _EMPTY)
-                return parent, links, _sampling.keep_trace(client.trace_id, rate)
             links.append(Link(client))  # "link": the client cannot force sampling
-        if config["FRAME_TRACE_MODE"] == "child" and connect is not None and connect.is_valid:
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(connect), _EMPTY)
-            return parent, [], connect.trace_flags.sampled and _sampling.draw(rate)
-        return _EMPTY, links, _sampling.draw(rate)
+        if child:
+            return trace.set_span_in_context(trace.NonRecordingSpan(connect), _EMPTY), []  # type: ignore[arg-type]
+        return _EMPTY, links
 
     @staticmethod
     def _json_traceparent(text: str, config: dict[str, Any]) -> SpanContext | None:
