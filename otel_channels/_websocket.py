@@ -127,6 +127,9 @@ class Connection:
         self.spans_dropped = 0
         self.ended = False
         self.send: ASGISend | None = None
+        self.rejected = False
+        self.bucket_at: float | None = None
+        self.tokens = 0.0
         self.metric_attributes = {
             sc.NETWORK_PROTOCOL_NAME: "websocket", sc.HTTP_ROUTE: self.route,
         }
@@ -288,11 +291,20 @@ class Connection:
         self.count_in[0] += 1
         config = self.config
         text = message.get("text")
+        if self.rejected:
+            return None  # closing: frames already in flight are not handled
         limit = config["MAX_FRAME_SIZE"]
         if limit is not None:
             size = size_of(text, message.get("bytes") if text is None else None)
             if size > limit:
-                return await self._reject_oversized(size)
+                # 1009 "message too big" (RFC 6455 7.4.1)
+                return await self._reject("frame_too_large", 1009, size,
+                                          "frame larger than MAX_FRAME_SIZE")
+        rate = config["MAX_FRAME_RATE"]
+        if rate is not None and self._over_rate(rate):
+            # 1008 "policy violation": a flood of frames, however small
+            return await self._reject("frame_rate_exceeded", 1008, 0,
+                                      "frames faster than MAX_FRAME_RATE")
         if text is not None and text in config["IGNORED_FRAMES"]:
             return await dispatch(message)
 
@@ -370,10 +382,11 @@ class Connection:
             return None
         return _carrier.parse_traceparent(content.get(key), content.get("tracestate"))
 
-    async def _reject_oversized(self, size: int) -> None:
+    async def _reject(self, kind: str, code: int, size: int, why: str) -> None:
+        """Close with ``code`` instead of handling a frame; the handler never sees it."""
         telemetry = self.telemetry
-        error = {**self.metric_attributes, sc.ERROR_TYPE: "frame_too_large"}
-        telemetry.dropped_messages.add(1, error)
+        telemetry.dropped_messages.add(1, {**self.metric_attributes, sc.ERROR_TYPE: kind})
+        self.rejected = True
         span = telemetry.tracer.start_span(
             f"receive {self.route}", context=_EMPTY, kind=SpanKind.CONSUMER,
             links=[Link(self.connect_context)] if self.connect_context else [],
@@ -381,13 +394,24 @@ class Connection:
         if span.is_recording():
             span.set_attributes({
                 sc.HTTP_ROUTE: self.route, sc.MESSAGING_MESSAGE_BODY_SIZE: size,
-                sc.ERROR_TYPE: "frame_too_large", sc.WEBSOCKET_CLOSE_CODE: 1009,
+                sc.ERROR_TYPE: kind, sc.WEBSOCKET_CLOSE_CODE: code,
             })
-            span.set_status(Status(StatusCode.ERROR, "frame larger than MAX_FRAME_SIZE"))
+            span.set_status(Status(StatusCode.ERROR, why))
         span.end()
-        # 1009 "message too big" (RFC 6455 7.4.1); the handler never sees the frame.
         assert self.send is not None  # set by wrap_send before any frame arrives
-        await self.send({"type": "websocket.close", "code": 1009})
+        await self.send({"type": "websocket.close", "code": code})
+
+    def _over_rate(self, rate: float) -> bool:
+        """Token bucket of ``rate`` frames per second with a burst of ``rate`` frames."""
+        now = time.monotonic()
+        if self.bucket_at is None:
+            self.bucket_at, self.tokens = now, float(rate)
+        self.tokens = min(float(rate), self.tokens + (now - self.bucket_at) * rate)
+        self.bucket_at = now
+        if self.tokens < 1.0:
+            return True
+        self.tokens -= 1.0
+        return False
 
     def bad_frame(self, kind: str) -> tuple[str, int]:
         """Record a frame a JSON consumer cannot decode; ``(policy, close code)``.

@@ -96,6 +96,8 @@ SPECS: dict[str, Spec] = {
     "MAX_FRAME_SIZE": Spec(None, _is_positive_int_or_none, "a positive int (bytes) or None"),
     "SSE_HEARTBEAT": Spec(15, _is_positive_number, "a positive number of seconds"),
     # --- keys of our own (documented in the README settings table) ---
+    "MAX_FRAME_RATE": Spec(None, lambda v: v is None or _is_positive_number(v),
+                           "a positive number of frames per second, or None"),
     "SEND_SPANS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
     "MAX_SPANS_PER_CONNECTION": Spec(1000, _is_positive_int_or_none, "a positive int or None"),
     "IGNORED_FRAMES": Spec((), _is_str_list, "a list of str (exact frame texts)"),

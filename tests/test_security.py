@@ -102,3 +102,23 @@ async def test_flood_of_tiny_frames_is_capped(spans, metric_reader):
     assert metric_reader.sum("channels.websocket.messages", network__io__direction="receive") == 500
     assert metric_reader.sum("channels.server.active_connections") == 0
 
+
+
+async def test_frame_rate_limit_closes_1008(spans, metric_reader):
+    with override_settings(OTEL_CHANNELS={"MAX_FRAME_RATE": 20}):
+        comm = WebsocketCommunicator(app, "/s/r/")
+        await comm.connect()
+        for i in range(200):
+            await comm.send_json_to({"n": i})
+        outputs = []
+        while True:
+            output = await comm.receive_output(1)
+            outputs.append(output)
+            if output["type"] == "websocket.close":
+                break
+        await comm.disconnect(code=1008)
+    assert outputs[-1] == {"type": "websocket.close", "code": 1008}
+    assert 20 <= len(outputs) - 1 <= 30  # the burst, plus what refilled meanwhile
+    assert metric_reader.sum("channels.messages.dropped", error__type="frame_rate_exceeded") == 1
+    assert metric_reader.sum("channels.server.active_connections") == 0
+    assert spans.one("disconnect /s/<room>/").attributes["websocket.close.code"] == 1008
