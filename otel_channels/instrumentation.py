@@ -36,6 +36,7 @@ runs before ``django.setup()``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import weakref
 from collections.abc import Collection
@@ -105,10 +106,24 @@ def _router_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     return wrapped(*args, **kwargs)
 
 
+def _consumer_of(dispatch: Any) -> Any:
+    """The consumer whose ``dispatch`` this is, or None."""
+    consumer = getattr(dispatch, "__self__", None)
+    if consumer is None and isinstance(dispatch, functools.partial) and dispatch.args:
+        # SyncConsumer.dispatch is a database_sync_to_async descriptor: bound, it is
+        # functools.partial(SyncToAsync.__call__, consumer), with no __self__.
+        # Missing this once let plain sync consumers hand the carrier to user code.
+        from channels.consumer import AsyncConsumer
+
+        if isinstance(dispatch.args[0], AsyncConsumer):
+            consumer = dispatch.args[0]
+    return consumer
+
+
 def _dispatch_loop(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     """Wraps ``channels.consumer.await_many_dispatch`` for plain consumers."""
     consumer_callables, dispatch = args[0], args[1]
-    consumer = getattr(dispatch, "__self__", None)
+    consumer = _consumer_of(dispatch)
     if consumer is None or getattr(consumer, "_otel_traced", False):
         return wrapped(*args, **kwargs)
     client_events = _process.CLIENT_EVENT_TYPES

@@ -1,0 +1,380 @@
+"""Cross-worker fan-out, proven with two real daphne processes sharing Redis.
+
+Each test starts two ``daphne tests.project.asgi:application`` workers (A and
+B) on one channel layer (``RedisChannelLayer`` or ``RedisPubSubChannelLayer``,
+unique prefix per test), whose real OTLP/HTTP exporters send protobuf to an
+:class:`~tests._otlp.OTLPReceiver` inside the test. WebSocket clients (the
+``websockets`` library) sit on both workers: a traced ``ChatConsumer`` and a
+plain Channels consumer per worker, all in one room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests._otlp import MetricPoint, OTLPReceiver, Span
+from tests._servers import DaphneWorker
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.redis, pytest.mark.timeout(60)]
+
+BACKENDS = ("redis", "pubsub")
+CHAT_ROUTE = "/ws/chat/<room>/"
+TEMPLATE = "room_{id}"
+CARRIER_KEY = "_otel"
+
+
+# -- harness -------------------------------------------------------------------
+
+
+@contextmanager
+def cluster(
+    redis_url: str, backend: str, extra_env: dict[str, str] | None = None,
+    command_prefix: list[str] | None = None,
+) -> Iterator[tuple[OTLPReceiver, DaphneWorker, DaphneWorker]]:
+    """An OTLP receiver and two daphne workers on one channel layer (unique prefix).
+
+    ``command_prefix`` runs daphne under another command (``opentelemetry-instrument``).
+    """
+    prefix = f"otelmw{uuid.uuid4().hex[:12]}"
+    with OTLPReceiver() as receiver:
+        env = {
+            **receiver.env(),
+            "CHANNEL_BACKEND": backend,
+            "CHANNEL_PREFIX": prefix,
+            "REDIS_URL": redis_url,
+            **(extra_env or {}),
+        }
+        workers = (DaphneWorker(env, name="worker-a", prefix=command_prefix),
+                   DaphneWorker(env, name="worker-b", prefix=command_prefix))
+        errors: list[BaseException] = []
+
+        def start(worker: DaphneWorker) -> None:
+            try:
+                worker.start()
+            except BaseException as exc:  # re-raised in the test thread below
+                errors.append(exc)
+
+        # Both start at once: Django's import dominates and two cores are available.
+        threads = [threading.Thread(target=start, args=(w,)) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(40)
+        try:
+            if errors:
+                raise errors[0]
+            yield receiver, workers[0], workers[1]
+            for worker in workers:
+                # Any traceback in a worker (a failed export, a consumer crash) fails the test.
+                assert "Traceback" not in worker.output(), worker.output()[-4000:]
+        finally:
+            for worker in workers:
+                worker.stop()
+                print(f"--- {worker.name} log ---\n{worker.output()[-4000:]}")  # shown on failure
+
+
+class Client:
+    """A WebSocket client that keeps every raw frame it received."""
+
+    def __init__(self, name: str, ws: ClientConnection) -> None:
+        self.name = name
+        self.ws = ws
+        self.frames: list[str] = []
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(content))
+
+    async def receive_json(self, timeout: float = 10.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(raw, str), raw
+        self.frames.append(raw)
+        content = json.loads(raw)
+        assert isinstance(content, dict)
+        return content
+
+
+@asynccontextmanager
+async def clients(a: DaphneWorker, b: DaphneWorker, room: str) -> AsyncIterator[dict[str, Client]]:
+    """Traced and plain consumers in ``room`` on both workers, closed normally on exit."""
+    urls = {
+        "chat_a": f"{a.ws_url}/ws/chat/{room}/", "plain_a": f"{a.ws_url}/ws/plain/{room}/",
+        "chat_b": f"{b.ws_url}/ws/chat/{room}/", "plain_b": f"{b.ws_url}/ws/plain/{room}/",
+    }
+    async with AsyncExitStack() as stack:
+        found = {}
+        for name, url in urls.items():
+            found[name] = Client(name, await stack.enter_async_context(connect(url)))
+        yield found
+
+
+async def wait_spans(
+    receiver: OTLPReceiver, predicate: Callable[[list[Span]], bool], timeout: float = 15.0
+) -> list[Span]:
+    """The received spans once ``predicate`` holds (polled without blocking the loop)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with receiver.lock:
+            found = list(receiver.spans)
+        if predicate(found):
+            return found
+        if time.monotonic() > deadline:
+            names = sorted(f"{s.service}:{s.name}" for s in found)
+            raise AssertionError(f"timed out waiting for spans; have {names}")
+        await asyncio.sleep(0.05)
+
+
+def latest(
+    receiver: OTLPReceiver, name: str, service: str, **attributes: Any
+) -> MetricPoint | None:
+    """The most recent exported point (cumulative) of one metric stream of one worker."""
+    with receiver.lock:
+        points = [
+            p for p in receiver.metrics
+            if p.name == name and p.service == service
+            and all(p.attributes.get(k) == v for k, v in attributes.items())
+        ]
+    return points[-1] if points else None
+
+
+async def wait_metrics(receiver: OTLPReceiver, predicate: Callable[[], bool],
+                       timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            with receiver.lock:
+                have = sorted({(p.service, p.name, p.value, p.count) for p in receiver.metrics},
+                              key=str)[-40:]
+            raise AssertionError(f"timed out waiting for metrics; latest points {have}")
+        await asyncio.sleep(0.1)
+
+
+def in_trace(spans: list[Span], trace_id: str, name: str) -> list[Span]:
+    return [s for s in spans if s.trace_id == trace_id and s.name == name]
+
+
+def new_room() -> str:
+    # Digits only, so the default template turns the group room_<digits> into room_{id}.
+    return str(random.randrange(10**9, 10**10))
+
+
+# -- the checks shared by the chat-frame and the HTTP broadcast cases ------------
+
+
+def assert_fanout(spans: list[Span], producer: Span, group: str, a: DaphneWorker,
+                  b: DaphneWorker) -> None:
+    """Four ``process`` spans, two per worker, children of and linked to ``producer``."""
+    assert producer.kind == "PRODUCER"
+    assert producer.attributes == {
+        "messaging.system": "channels",
+        "messaging.operation.name": "group_send",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": group,
+        "messaging.destination.template": TEMPLATE,
+        "channels.message.type": "chat.message",
+    }
+    processes = in_trace(spans, producer.trace_id, f"process {TEMPLATE}")
+    assert sorted(s.service for s in processes) == ["worker-a", "worker-a", "worker-b", "worker-b"]
+    pids = {worker.name: worker.process.pid for worker in (a, b) if worker.process}
+    for span in processes:
+        assert span.kind == "CONSUMER"
+        assert span.parent_span_id == producer.span_id
+        assert (producer.trace_id, producer.span_id) in span.links
+        assert span.pid == pids[span.service]  # really two processes
+        assert span.attributes["messaging.system"] == "channels"
+        assert span.attributes["messaging.operation.type"] == "process"
+        assert span.attributes["messaging.operation.name"] == "process"
+        assert span.attributes["messaging.destination.name"] == group
+        assert span.attributes["messaging.destination.template"] == TEMPLATE
+        assert span.attributes["channels.message.type"] == "chat.message"
+        assert span.attributes["channels.message.delivery.delay"] >= 0.0
+    for service in ("worker-a", "worker-b"):
+        connect_span = one(spans, f"connect {CHAT_ROUTE}", service)
+        mine = [s for s in processes if s.service == service]
+        traced = [s for s in mine if (connect_span.trace_id, connect_span.span_id) in s.links]
+        plain = [s for s in mine if s not in traced]
+        # The traced ChatConsumer links its own connect span; the plain consumer has
+        # no connect span, only the producer link.
+        assert len(traced) == 1 and len(plain) == 1, (service, [s.links for s in mine])
+        assert traced[0].links == [(producer.trace_id, producer.span_id),
+                                   (connect_span.trace_id, connect_span.span_id)]
+        assert plain[0].links == [(producer.trace_id, producer.span_id)]
+        # The traced consumer's outbound frame is an event on its process span.
+        assert traced[0].events == ["websocket.send"]
+        assert plain[0].events == []
+
+
+def one(spans: list[Span], name: str, service: str) -> Span:
+    found = [s for s in spans if s.name == name and s.service == service]
+    assert len(found) == 1, (name, service, [f"{s.service}:{s.name}" for s in spans])
+    return found[0]
+
+
+# -- tests -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_fanout_across_two_workers(backend: str, redis_url: str) -> None:
+    room = new_room()
+    group = f"room_{room}"
+    started = time.monotonic()
+    with cluster(redis_url, backend) as (receiver, a, b):
+        async with clients(a, b, room) as ws:
+            # Each worker exports its traced client as one active connection.
+            await wait_metrics(receiver, lambda: all(
+                (point := latest(receiver, "channels.server.active_connections", service))
+                is not None and point.value == 1 for service in ("worker-a", "worker-b")))
+            # (a) a chat frame from the traced client on worker A
+            await ws["chat_a"].send_json({"text": "from-a"})
+            for client in ws.values():
+                assert await client.receive_json() == {
+                    "type": "chat.message", "text": "from-a", "worker": a.port,
+                }, client.name
+
+            def chat_done(spans: list[Span]) -> bool:
+                return sum(s.name == f"process {TEMPLATE}" for s in spans) >= 4 and any(
+                    s.name == f"receive {CHAT_ROUTE}" for s in spans)
+
+            spans = await wait_spans(receiver, chat_done)
+            receive = one(spans, f"receive {CHAT_ROUTE}", "worker-a")
+            assert receive.kind == "CONSUMER"
+            producer = one(spans, f"group_send {TEMPLATE}", "worker-a")
+            assert producer.trace_id == receive.trace_id
+            assert producer.parent_span_id == receive.span_id
+            assert_fanout(spans, producer, group, a, b)
+
+            # (b) a broadcast from the sync HTTP view on worker B
+            async with httpx.AsyncClient(timeout=10) as http:
+                response = await http.post(f"{b.url}/broadcast/{room}/",
+                                           json={"text": "from-http"})
+            assert response.status_code == 202, response.text
+            for client in ws.values():
+                assert await client.receive_json() == {
+                    "type": "chat.message", "text": "from-http", "via": "http",
+                }, client.name
+
+            spans = await wait_spans(
+                receiver, lambda s: sum(x.name == f"process {TEMPLATE}" for x in s) >= 8)
+            http_producer = one(spans, f"group_send {TEMPLATE}", "worker-b")
+            assert http_producer.parent_span_id == ""  # no server span: a new trace
+            assert http_producer.trace_id != producer.trace_id
+            assert_fanout(spans, http_producer, group, a, b)
+            assert len([s for s in spans if s.name == f"process {TEMPLATE}"]) == 8
+
+        # (c) the carrier never reached a client
+        for client in ws.values():
+            assert len(client.frames) == 2
+            for raw in client.frames:
+                assert CARRIER_KEY not in raw and "traceparent" not in raw, raw
+
+        # (d) metrics, from each worker's real OTLP metric exporter
+        def metrics_settled() -> bool:
+            for service in ("worker-a", "worker-b"):
+                active = latest(receiver, "channels.server.active_connections", service,
+                                **{"http.route": CHAT_ROUTE})
+                consumed = latest(receiver, "messaging.client.consumed.messages", service)
+                if active is None or active.value != 0 or consumed is None or consumed.value != 4:
+                    return False
+            return True
+
+        await wait_metrics(receiver, metrics_settled)
+        for service in ("worker-a", "worker-b"):  # one group_send each: (a) on A, (b) on B
+            send_attrs = {
+                "messaging.system": "channels", "messaging.operation.name": "group_send",
+                "messaging.operation.type": "send", "messaging.destination.template": TEMPLATE,
+            }
+            sent = latest(receiver, "messaging.client.sent.messages", service)
+            assert sent is not None and sent.value == 1 and sent.attributes == send_attrs
+            duration = latest(receiver, "messaging.client.operation.duration", service)
+            assert duration is not None and duration.count == 1
+            process_attrs = {
+                "messaging.system": "channels", "messaging.operation.type": "process",
+                "messaging.destination.template": TEMPLATE,
+            }
+            consumed = latest(receiver, "messaging.client.consumed.messages", service)
+            assert consumed is not None and consumed.value == 4
+            assert consumed.attributes == process_attrs
+            for histogram in ("messaging.process.duration", "channels.message.delivery.duration"):
+                point = latest(receiver, histogram, service)
+                assert point is not None and point.count == 4, (service, histogram, point)
+                assert point.attributes == process_attrs
+            # The traced client on this worker was counted up, then down to 0 on close.
+            with receiver.lock:
+                active_values = [
+                    p.value for p in receiver.metrics
+                    if p.name == "channels.server.active_connections" and p.service == service
+                ]
+            assert 1 in active_values and active_values[-1] == 0, active_values
+
+        # Low cardinality everywhere: the raw group name or room id never labels a metric.
+        with receiver.lock:
+            points = list(receiver.metrics)
+        assert points
+        for point in points:
+            assert "messaging.destination.name" not in point.attributes, point
+            assert all(room not in str(value) for value in point.attributes.values()), point
+    assert time.monotonic() - started < 45
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_sampling_keeps_or_drops_each_broadcast_on_every_worker(
+    backend: str, redis_url: str
+) -> None:
+    frames = 40
+    room = new_room()
+    extra = {"OTEL_CHANNELS_JSON": json.dumps({"MESSAGE_SAMPLE_RATE": 0.5})}
+    with cluster(redis_url, backend, extra) as (receiver, a, b):
+        async with clients(a, b, room) as ws:
+            for i in range(frames):
+                await ws["chat_a"].send_json({"text": f"m{i}"})
+            for client in ws.values():
+                texts = [(await client.receive_json())["text"] for _ in range(frames)]
+                # Sampling never changes delivery: everyone got every message, in order.
+                assert texts == [f"m{i}" for i in range(frames)], client.name
+
+            def consistent(spans: list[Span]) -> bool:
+                producers = [s for s in spans if s.name == f"group_send {TEMPLATE}"]
+                processes = [s for s in spans if s.name == f"process {TEMPLATE}"]
+                return len(processes) == 4 * len(producers) > 0
+
+            await wait_spans(receiver, consistent)
+            await asyncio.sleep(1.0)  # ten export intervals: anything late has arrived
+            with receiver.lock:
+                spans = list(receiver.spans)
+
+        receives = [s for s in spans if s.name == f"receive {CHAT_ROUTE}"]
+        producers = [s for s in spans if s.name == f"group_send {TEMPLATE}"]
+        processes = [s for s in spans if s.name == f"process {TEMPLATE}"]
+        # Roughly half the frames traced (P(outside 5..35) ~ 1e-7 for a fair coin).
+        assert 5 <= len(producers) <= 35, len(producers)
+        assert len(receives) == len(producers)
+        by_id = {p.span_id: p for p in producers}
+        for producer in producers:
+            mine = [s for s in processes if s.parent_span_id == producer.span_id]
+            assert sorted(s.service for s in mine) == [
+                "worker-a", "worker-a", "worker-b", "worker-b"], producer
+            assert all(s.trace_id == producer.trace_id for s in mine)
+        # No orphan: every process span belongs to a traced broadcast.
+        assert all(s.parent_span_id in by_id for s in processes)
+        assert len(processes) == 4 * len(producers)
+
+        # Metrics do not depend on sampling: 40 broadcasts x 2 consumers per worker.
+        def counted() -> bool:
+            return all(
+                (point := latest(receiver, "messaging.client.consumed.messages", service))
+                is not None and point.value == 2 * frames
+                for service in ("worker-a", "worker-b")
+            )
+
+        await wait_metrics(receiver, counted)
