@@ -138,7 +138,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", help="run one variant once and print its CPU seconds")
     args = parser.parse_args()
+    if args.only:  # used by --instructions runs under callgrind
+        app, config, sdk = variants()[args.only]
+        if sdk:
+            _telemetry.configure(TRACER_PROVIDER, METER_PROVIDER)
+        else:
+            _telemetry.configure(NoOpTracerProvider(), NoOpMeterProvider())
+        with override_settings(OTEL_CHANNELS=config):
+            print(asyncio.run(drive(app, args.frames)))
+        return
     results: dict[str, list[float]] = {name: [] for name in variants()}
     for round_number in range(args.rounds):
         order = list(variants().items())

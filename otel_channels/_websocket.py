@@ -97,6 +97,28 @@ def client_context(
     return None
 
 
+def application_codes_only(send: Any) -> bool:
+    """Whether the ASGI server behind ``send`` lets a server send only 1000 or 3000-4999.
+
+    daphne's WebSocket library (autobahn) refuses any other close code from the
+    server ("invalid close code 1009") and the connection dies with 1011 instead.
+    """
+    func = getattr(send, "func", send)  # daphne passes functools.partial(handle_reply, ...)
+    return str(getattr(func, "__module__", "")).startswith("daphne.")
+
+
+def sendable_close(message: dict[str, Any]) -> dict[str, Any]:
+    """Map a protocol close code such a server refuses to ``4000 + code % 1000``.
+
+    1009 (too big) becomes 4009, 1008 (policy) 4008, 1003 (unsupported data)
+    4003, 1007 (invalid payload) 4007, 1011 4011: the client still learns why.
+    """
+    code = message.get("code")
+    if isinstance(code, int) and code != 1000 and not 3000 <= code <= 4999:
+        return {**message, "code": 4000 + code % 1000}
+    return message
+
+
 def size_of(text: str | None, data: bytes | None) -> int:
     if text is not None:
         return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
@@ -221,6 +243,8 @@ class Connection:
     def wrap_send(self, send: ASGISend) -> ASGISend:
         """The ASGI ``send`` the consumer gets: sees accept, close and every frame."""
 
+        restricted = application_codes_only(send)
+
         async def traced_send(message: dict[str, Any]) -> None:
             message_type = message.get("type")
             if message_type == "websocket.send":
@@ -229,6 +253,8 @@ class Connection:
             if message_type == "websocket.accept":
                 self._on_accept(message)
             elif message_type == "websocket.close":
+                if restricted:
+                    message = sendable_close(message)
                 self._on_close(message)
             await send(message)
 

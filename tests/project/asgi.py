@@ -15,11 +15,18 @@ django_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from tests.project.consumers import ChatConsumer, PlainChatConsumer  # noqa: E402
+from tests.project.consumers import (  # noqa: E402
+    ChatConsumer,
+    EchoConsumer,
+    PlainChatConsumer,
+    TraceReplyChatConsumer,
+)
 
 websocket_routes = [
     path("ws/chat/<str:room>/", ChatConsumer.as_asgi()),
     path("ws/plain/<str:room>/", PlainChatConsumer.as_asgi()),
+    path("ws/chat-traced/<str:room>/", TraceReplyChatConsumer.as_asgi()),
+    path("ws/echo/<str:room>/", EchoConsumer.as_asgi()),
 ]
 
 application = ProtocolTypeRouter({

@@ -1,6 +1,7 @@
 """Consumers of the test project: a traced chat room and a plain Channels one."""
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from opentelemetry import propagate
 
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 
@@ -26,6 +27,16 @@ class ChatConsumer(TracedAsyncJsonWebsocketConsumer):
         await self.send_json(event)
 
 
+class TraceReplyChatConsumer(ChatConsumer):
+    """ChatConsumer whose outbound broadcasts carry the W3C context of the ``process``
+    span handling them, so a traced client's ``receive`` span continues the trace."""
+
+    async def chat_message(self, event):
+        reply = dict(event)
+        propagate.inject(reply)  # "traceparent" (and "tracestate") keys of the current span
+        await self.send_json(reply)
+
+
 class PlainChatConsumer(AsyncJsonWebsocketConsumer):
     """A plain Channels consumer in the same room: the instrumentor covers it."""
 
@@ -39,3 +50,10 @@ class PlainChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_message(self, event):
         await self.send_json(event)
+
+
+class EchoConsumer(TracedAsyncJsonWebsocketConsumer):
+    """Echoes JSON frames: for protective settings (sizes, rates, bad frames)."""
+
+    async def receive_json(self, content, **kwargs):
+        await self.send_json(content)

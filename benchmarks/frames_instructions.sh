@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Instructions per frame under callgrind: deterministic, unlike wall or CPU time on a
+# shared machine. Runs each variant at two frame counts; the difference divided by the
+# extra frames is the per-frame cost (start-up and warm-up cancel out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+small=${SMALL:-100}; large=${LARGE:-600}
+out=$(mktemp -d)
+for variant in plain traced-nosdk traced-0.0 traced-1.0 asgi-mw; do
+    for frames in "$small" "$large"; do
+        valgrind --tool=callgrind --callgrind-out-file="$out/$variant.$frames" \
+            .venv/bin/python benchmarks/frames.py --only "$variant" --frames "$frames" \
+            >/dev/null 2>"$out/$variant.$frames.log"
+    done
+done
+python3 - "$out" "$small" "$large" <<'PY'
+import re, sys
+out, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def refs(variant, frames):
+    text = open(f"{out}/{variant}.{frames}.log").read()
+    return int(re.search(r"Collected : (\d+)", text).group(1))
+extra = (large + large // 10) - (small + small // 10)
+per = {v: (refs(v, large) - refs(v, small)) / extra
+       for v in ["plain", "traced-nosdk", "traced-0.0", "traced-1.0", "asgi-mw"]}
+print("| variant | instructions per frame | ratio to plain |")
+print("|---|---:|---:|")
+for v, n in per.items():
+    print(f"| {v} | {n:,.0f} | {n / per['plain']:.3f} |")
+PY
