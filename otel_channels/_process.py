@@ -126,6 +126,10 @@ async def process(
     """Handle one channel-layer ``message`` with ``dispatch`` inside a ``process`` span."""
     config = get_config()
     telemetry = _telemetry.get()
+    if not telemetry.active() and config["UNKNOWN_MESSAGE_POLICY"] == "raise":
+        # No SDK installed: only make sure the carrier never reaches the handler.
+        key = config["CARRIER_KEY"]
+        return await dispatch(_carrier.detach(message, key)[0] if key in message else message)
     delivery = Delivery(message, config)
     keep = delivery.keep
     delivery.record_receipt(telemetry, keep)

@@ -43,11 +43,15 @@ async def _produce(
     if not isinstance(message, dict) or _PRODUCING.get():
         return await wrapped(target, message)  # the layer raises its own error
     key = config["CARRIER_KEY"]
+    telemetry = _telemetry.get()
+    if not telemetry.active():
+        if config["STRICT_PAYLOADS"]:
+            check_payload(message, key)
+        return await wrapped(target, message)  # no SDK installed: nothing to carry
     if not is_instrumentation_enabled():
         return await _produce_suppressed(wrapped, target, message, key, group)
     if config["STRICT_PAYLOADS"]:
         check_payload(message, key)
-    telemetry = _telemetry.get()
     if group:
         template = group_template(target, config["GROUP_TEMPLATE"])
         name = f"group_send {template}"

@@ -76,6 +76,9 @@ class Telemetry:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._active = False
         self.tracer = trace.get_tracer(
             sc.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
@@ -139,6 +142,28 @@ class Telemetry:
             description="Frames or channel-layer messages dropped by a protective policy.",
         )
 
+
+    def active(self) -> bool:
+        """False while neither a tracer nor a meter provider is installed (API no-ops).
+
+        Then otel_channels does no per-message work at all beyond stripping
+        carriers. Once a provider appears (the SDK may be installed after start-up)
+        it stays True: providers are never uninstalled.
+        """
+        if self._active:
+            return True
+        tracer_provider = self._tracer_provider or trace.get_tracer_provider()
+        meter_provider = self._meter_provider or metrics.get_meter_provider()
+        self._active = not (
+            type(tracer_provider).__name__ in _NO_OP_PROVIDERS
+            and type(meter_provider).__name__ in _NO_OP_PROVIDERS
+        )
+        return self._active
+
+
+_NO_OP_PROVIDERS = frozenset({
+    "ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider",
+})
 
 _current: Telemetry | None = None
 

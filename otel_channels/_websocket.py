@@ -134,6 +134,10 @@ class Connection:
         self.telemetry = _telemetry.get()
         self.config = get_config()
         self.carrier_key = self.config["CARRIER_KEY"]
+        self.active = self.telemetry.active()
+        self.protective = self.config["MAX_FRAME_SIZE"] is not None or (
+            self.config["MAX_FRAME_RATE"] is not None
+        )
         self.consumer_name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
         self.connect_span: trace.Span | None = None
@@ -316,6 +320,8 @@ class Connection:
         self.frames_in += 1
         self.count_in[0] += 1
         config = self.config
+        if not self.active and self.protective is False:
+            return await dispatch(message)  # no SDK and no protective setting: no work
         text = message.get("text")
         if self.rejected:
             return None  # closing: frames already in flight are not handled

@@ -87,7 +87,11 @@ class Metrics:
             for resource_metrics in data.resource_metrics:
                 for scope_metrics in resource_metrics.scope_metrics:
                     for metric in scope_metrics.metrics:
-                        self.points.setdefault(metric.name, []).extend(metric.data.data_points)
+                        # Observed counters report every attribute set they ever saw;
+                        # a zero delta says nothing about this test, so leave it out.
+                        points = [p for p in metric.data.data_points
+                                  if getattr(p, "value", None) != 0]
+                        self.points.setdefault(metric.name, []).extend(points)
         return self.points
 
     def sum(self, name: str, **attributes: Any) -> float:
