@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = textwrap.dedent('''
     import asyncio, django
     from django.conf import settings
+    memory = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     settings.configure(INSTALLED_APPS=["channels", "otel_channels"],
-                       CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}})
+                       CHANNEL_LAYERS={"default": memory})
     django.setup()
     from channels.layers import get_channel_layer
     from channels.testing import WebsocketCommunicator
