@@ -135,6 +135,11 @@ class Connection:
         self.config = get_config()
         self.carrier_key = self.config["CARRIER_KEY"]
         self.active = self.telemetry.active()
+        self.ignored = self.config["IGNORED_FRAMES"]
+        key = self.config["JSON_TRACEPARENT_KEY"]
+        self.json_needle = (
+            f'"{key}"' if key and self.config["CLIENT_CONTEXT"] != "ignore" else None
+        )
         self.protective = self.config["MAX_FRAME_SIZE"] is not None or (
             self.config["MAX_FRAME_RATE"] is not None
         )
@@ -337,7 +342,7 @@ class Connection:
             # 1008 "policy violation": a flood of frames, however small
             return await self._reject("frame_rate_exceeded", 1008, 0,
                                       "frames faster than MAX_FRAME_RATE")
-        if text is not None and text in config["IGNORED_FRAMES"]:
+        if self.ignored and text is not None and text in self.ignored:
             return await dispatch(message)
 
         decided = self._frame_parent(text if json_frames else None, config)
@@ -401,10 +406,9 @@ class Connection:
             return trace.set_span_in_context(trace.NonRecordingSpan(connect), _EMPTY), []  # type: ignore[arg-type]
         return _EMPTY, links
 
-    @staticmethod
-    def _json_traceparent(text: str, config: dict[str, Any]) -> SpanContext | None:
-        key = config["JSON_TRACEPARENT_KEY"]
-        if not key or config["CLIENT_CONTEXT"] == "ignore" or f'"{key}"' not in text:
+    def _json_traceparent(self, text: str, config: dict[str, Any]) -> SpanContext | None:
+        key, needle = config["JSON_TRACEPARENT_KEY"], self.json_needle
+        if needle is None or needle not in text:
             return None  # the substring test keeps the common frame free of a second parse
         try:
             content = json.loads(text)
