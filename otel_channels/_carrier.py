@@ -14,6 +14,7 @@ received carrier (untraced or hostile producers) is ignored, never raised.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
@@ -66,9 +67,13 @@ def build(ctx: SpanContext, destination: str | None, sent_at: float) -> dict[str
 
 
 def attach(message: dict[str, Any], key: str, carrier: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``message`` with the carrier under ``key`` (the caller's dict is untouched)."""
+    """A copy of ``message`` with the carrier under ``key`` (the caller's dict is untouched).
+
+    Fields already under ``key`` (``broadcast()``'s SSE event id) are kept; ours win.
+    """
     stamped = dict(message)
-    stamped[key] = carrier
+    existing = message.get(key)
+    stamped[key] = {**existing, **carrier} if isinstance(existing, dict) else carrier
     return stamped
 
 
@@ -85,7 +90,16 @@ def remote_context(carrier: dict[str, Any] | None) -> SpanContext | None:
     """The producer's span context recorded in a carrier, if it holds a valid one."""
     if carrier is None:
         return None
-    return parse_traceparent(carrier.get("traceparent"), carrier.get("tracestate"))
+    traceparent, tracestate = carrier.get("traceparent"), carrier.get("tracestate")
+    if (isinstance(traceparent, str) and len(traceparent) == 55
+            and (tracestate is None or (isinstance(tracestate, str) and len(tracestate) <= 512))):
+        return _parse_cached(traceparent, tracestate)
+    return parse_traceparent(traceparent, tracestate)
+
+
+# A broadcast reaches every consumer of a worker with the same carrier: parse it once
+# (SpanContext and TraceState are immutable, so sharing the result is safe; bounded).
+_parse_cached = functools.lru_cache(maxsize=1024)(parse_traceparent)
 
 
 def destination(carrier: dict[str, Any] | None) -> str | None:

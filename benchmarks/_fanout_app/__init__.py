@@ -1,0 +1,1 @@
+"""The worker project of ``benchmarks/fanout.py`` (separate from ``tests.project``)."""
