@@ -88,25 +88,23 @@ class Delivery:
             )
         else:
             parent = otel_context.Context()  # a new trace
-        span = telemetry.tracer.start_span(
+        span_attributes = {**self.attributes, sc.MESSAGING_OPERATION_NAME: "process"}
+        if self.group is not None:
+            span_attributes[sc.MESSAGING_DESTINATION_NAME] = self.group
+        else:
+            span_attributes[sc.MESSAGING_DESTINATION_TEMPORARY] = True
+        message_type = self.message.get("type")
+        if isinstance(message_type, str):
+            span_attributes[sc.CHANNELS_MESSAGE_TYPE] = message_type[:256]
+        if self.sent_at is not None:
+            span_attributes[sc.CHANNELS_DELIVERY_DELAY] = max(0.0, time.time() - self.sent_at)
+        if attributes:
+            span_attributes.update(attributes)
+        # One attributes dict at start (not set_attribute calls): one lock, one pass.
+        return telemetry.tracer.start_span(
             f"process {self.template}" if self.template else "process",
-            context=parent, kind=SpanKind.CONSUMER, links=links,
+            context=parent, kind=SpanKind.CONSUMER, links=links, attributes=span_attributes,
         )
-        if span.is_recording():
-            span.set_attributes(self.attributes)
-            span.set_attribute(sc.MESSAGING_OPERATION_NAME, "process")
-            if self.group is not None:
-                span.set_attribute(sc.MESSAGING_DESTINATION_NAME, self.group)
-            else:
-                span.set_attribute(sc.MESSAGING_DESTINATION_TEMPORARY, True)
-            message_type = self.message.get("type")
-            if isinstance(message_type, str):
-                span.set_attribute(sc.CHANNELS_MESSAGE_TYPE, message_type[:256])
-            if self.sent_at is not None:
-                span.set_attribute(sc.CHANNELS_DELIVERY_DELAY, max(0.0, time.time() - self.sent_at))
-            if attributes:
-                span.set_attributes(attributes)
-        return span
 
 
 def has_handler(consumer: Any, message: dict[str, Any]) -> bool:

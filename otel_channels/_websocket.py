@@ -166,6 +166,14 @@ class Connection:
         }
         self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
         self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
+        self.receive_attributes = {
+            sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
+            sc.MESSAGING_OPERATION_NAME: "receive",
+            sc.MESSAGING_OPERATION_TYPE: "process",
+            sc.HTTP_ROUTE: self.route,
+            sc.NETWORK_PROTOCOL_NAME: "websocket",
+            sc.CHANNELS_CONSUMER: self.consumer_name,
+        }
         self.count_in = self.telemetry.websocket_messages.cell(self.attrs_in)
         self.count_out = self.telemetry.websocket_messages.cell(self.attrs_out)
 
@@ -361,19 +369,14 @@ class Connection:
         size = size_of(text, message.get("bytes") if text is None else None)
         telemetry.websocket_message_size.record(size, self.attrs_in)
         span = telemetry.tracer.start_span(
-            f"receive {self.route}", context=parent, kind=SpanKind.CONSUMER, links=links
-        )
-        if span.is_recording():
-            span.set_attributes({
-                sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-                sc.MESSAGING_OPERATION_NAME: "receive",
-                sc.MESSAGING_OPERATION_TYPE: "process",
-                sc.HTTP_ROUTE: self.route,
-                sc.NETWORK_PROTOCOL_NAME: "websocket",
+            f"receive {self.route}", context=parent, kind=SpanKind.CONSUMER, links=links,
+            attributes={
+                **self.receive_attributes,
                 sc.WEBSOCKET_MESSAGE_TYPE: "text" if text is not None else "binary",
                 sc.MESSAGING_MESSAGE_BODY_SIZE: size,
-                sc.CHANNELS_CONSUMER: self.consumer_name,
-            })
+            },
+        )
+        if self.config["SPAN_HOOK"] is not None and span.is_recording():
             self._hook(span, message)
         return await self._run(span, message, dispatch)
 
