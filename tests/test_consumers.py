@@ -324,3 +324,27 @@ async def test_group_send_process_spans_and_carrier_never_reaches_client(spans):
     traced = [s for s in processes if len(s.links) == 2]
     assert len(traced) == 1
     assert connect_a.context.span_id in [link.context.span_id for link in traced[0].links]
+
+
+def tenant_hook(span, scope, message):
+    span.set_attribute("app.tenant", scope["url_route"]["kwargs"]["room"])
+
+
+def tenant_group_template(group):
+    return group.split("_")[0] + "_{tenant}"
+
+
+async def test_span_hook_and_group_template_settings(spans):
+    with override_settings(OTEL_CHANNELS={
+        "SPAN_HOOK": "tests.test_consumers.tenant_hook",
+        "GROUP_TEMPLATE": tenant_group_template,
+    }):
+        comm = WebsocketCommunicator(router(EchoJson), "/chat/acme/")
+        await comm.connect()
+        await comm.send_json_to({"a": 1})
+        await comm.receive_json_from()
+        await comm.disconnect()
+        await get_channel_layer().group_send("orders_acme", {"type": "x"})
+    assert spans.one("receive /chat/<room>/").attributes["app.tenant"] == "acme"
+    producer = spans.one("group_send orders_{tenant}")
+    assert producer.attributes["messaging.destination.name"] == "orders_acme"
