@@ -1,9 +1,18 @@
-from django.http import HttpResponse
+"""HTTP routes of the example (WebSocket routes are in ``asgi.py``)."""
+
+from __future__ import annotations
+
 from django.urls import path
 
+from .chat import views
 
-def index(request):
-    return HttpResponse("otel_channels example: WebSocket echo at ws://127.0.0.1:8000/ws/echo/")
-
-
-urlpatterns = [path("", index)]
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("rooms/<slug:room>/", views.room, name="room"),
+    path("rooms/<slug:room>/follow/", views.follow, name="follow"),
+    path("rooms/<slug:room>/events/", views.RoomEventsView.as_view(), name="room-events"),
+    path("rooms/<slug:room>/messages/", views.MessagesView.as_view(), name="messages"),
+    path("traces/", views.traces, name="traces"),
+    path("traces/events/", views.TraceEventsView.as_view(), name="trace-events"),
+    path("stats/", views.stats_view, name="stats"),
+]

@@ -35,6 +35,7 @@ MESSAGING_DESTINATION_TEMPLATE = "messaging.destination.template"
 MESSAGING_DESTINATION_TEMPORARY = "messaging.destination.temporary"
 MESSAGING_MESSAGE_BODY_SIZE = "messaging.message.body.size"
 MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
+MESSAGING_MESSAGE_ID = "messaging.message.id"
 NETWORK_IO_DIRECTION = "network.io.direction"
 SYSTEM_CHANNELS = "channels"
 
@@ -52,6 +53,8 @@ CHANNELS_DELIVERY_DELAY = "channels.message.delivery.delay"
 CHANNELS_SPANS_DROPPED = "channels.spans.dropped"
 CHANNELS_SSE_STREAMS = "channels.sse.streams"
 CHANNELS_SSE_EVENTS_SENT = "channels.sse.events.sent"
+CHANNELS_SSE_REPLAY_OUTCOME = "channels.sse.replay.outcome"
+CHANNELS_SSE_REPLAYED = "channels.sse.replayed"
 
 EVENT_WEBSOCKET_SEND = "websocket.send"
 

@@ -64,6 +64,16 @@ class MessageEvent:
         """``data`` decoded as JSON."""
         return json.loads(self.data)
 
+    @property
+    def event(self) -> str:
+        """Alias of ``type`` (the ``event:`` field's name, as in httpx-sse / sse-starlette)."""
+        return self.type
+
+    @property
+    def last_event_id(self) -> str:
+        """Alias of ``id`` (the browser's ``MessageEvent.lastEventId``)."""
+        return self.id
+
 
 class EventTooLarge(ValueError):
     """An event (or a single line) grew past the parser's ``max_size``."""

@@ -16,6 +16,8 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.project"]  # noqa: F405
 _BACKEND = os.environ.get("CHANNEL_BACKEND", "memory")
 _REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 _HOSTS = [{"address": _REDIS_URL, "socket_timeout": 30, "max_connections": 2000}]
+if os.environ.get("CHANNEL_HOSTS_JSON"):  # the reliability tests compare host configs (W011)
+    _HOSTS = json.loads(os.environ["CHANNEL_HOSTS_JSON"])
 if _BACKEND == "redis":
     CHANNEL_LAYERS = {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -1,8 +1,11 @@
 from django.urls import path
 
-from . import views
+from . import debug, views
+from .sse import RoomEvents
 
 urlpatterns = [
     path("health/", views.health),
+    path("debug/state/", debug.state),  # leak counters for the churn soak (tests only)
     path("broadcast/<str:room>/", views.broadcast),
+    path("events/<str:room>/", RoomEvents.as_view()),
 ]

@@ -1,0 +1,486 @@
+"""The process-local SSE hub: one channel-layer subscription per group, fanned out.
+
+A naive SSE view calls ``group_add`` for every stream, so a reconnect storm of
+thousands of browsers needs thousands of Redis round trips at once (redis-py's
+pool raises past its size) and every broadcast is copied into Redis once per
+stream. Here each worker process (each event loop) holds, per group:
+
+* ONE channel from ``layer.new_channel()`` added to the group with ONE
+  ``group_add``, re-added every ``group_expiry / 2`` seconds so the layer never
+  expires it, and discarded when the last local stream leaves;
+* a receive task that numbers each message (``_replay``), traces its receipt
+  as ONE ``process {group}`` CONSUMER span (``channels.sse.streams`` says how
+  many local streams it was fanned out to), and offers it to every local
+  stream's bounded queue (:class:`LocalStream`).
+
+Numbering (see ``_replay`` for the ids):
+
+* ``broadcast()`` appends to the log *before* sending, and the id rides in the
+  message's carrier (``sse_id`` / ``sse_prev`` / ``sse_group``); every worker
+  writes that id.
+* A plain ``group_send`` (a consumer, a view, another library) has no id: each
+  hub that receives it appends it to the log keyed by a fingerprint of the
+  message (the instrumentor's carrier, with its send timestamp and producer
+  span, makes every send distinct), so the first hub numbers it and the
+  others get the same id back. Such a message is logged only if some worker
+  holds a stream for the group when it arrives; ``broadcast()`` is logged
+  even when no stream is open, so it can always be replayed. Plain messages
+  keep their order among themselves (every hub receives and numbers them in
+  send order); a ``broadcast()`` from another process racing one within
+  milliseconds may be numbered before it. Either way there is one order, and
+  every worker and every replay follows it.
+* Whatever the order messages arrive in, a hub delivers each group's events
+  in id order exactly once: an entry whose ``prev`` is not what the hub last
+  delivered makes it read the gap from the log first; an id it already
+  delivered is skipped.
+
+Slow clients (``SSE_SLOW_CLIENT_POLICY``), counted in ``channels.sse.dropped``:
+
+* ``"reset"`` (default): a full queue drops its oldest event; the stream then
+  writes a ``stream-reset`` event (``{"reason": "slow_client", "dropped": n}``)
+  before the next one, so the page knows to reload its state;
+* ``"close"``: the stream ends; the browser reconnects with ``Last-Event-ID``
+  and the log replays what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import replace
+from typing import Any
+
+from opentelemetry import trace
+
+from . import _carrier, _process, _telemetry
+from . import _semconv as sc
+from ._names import group_template
+from ._replay import ZERO, Entry, fingerprint, get_log, parse_id
+from ._sse_wire import ServerSentEvent
+from .conf import get_config
+
+__all__ = ["Envelope", "Hub", "LocalStream", "get_hub"]
+
+logger = logging.getLogger("otel_channels.sse")
+
+#: Carrier fields broadcast() adds next to the instrumentor's (see _carrier).
+SSE_ID, SSE_PREV, SSE_GROUP = "sse_id", "sse_prev", "sse_group"
+#: Seconds between resubscription attempts while the layer fails; capped at 2 s because
+#: every second a hub waits after Redis is back is a second of broadcasts its streams miss.
+_BACKOFF = (0.1, 0.5, 1.0, 2.0)
+#: Cancels (1 s apart) of a torn-down subscription's receive task: over two 5 s reads.
+_CANCEL_ATTEMPTS = 12
+
+
+class Envelope:
+    """One numbered group message on its way to the local streams."""
+
+    __slots__ = ("group", "id", "position", "message", "traceparent", "reset", "_default",
+                 "_encoded")
+
+    def __init__(self, group: str, event_id: str | None, message: dict[str, Any],
+                 traceparent: str | None) -> None:
+        self.group = group
+        self.id = event_id
+        self.position = parse_id(event_id) if event_id is not None else None
+        self.message = message
+        self.traceparent = traceparent
+        #: Not an event: a ``stream-reset`` marker (with this reason) moving the stream to ``id``.
+        self.reset: str | None = None
+        self._default: ServerSentEvent | None = None
+        self._encoded: tuple[str | None, tuple[tuple[str, str], ...], bytes] | None = None
+
+    def default_event(self) -> ServerSentEvent:
+        """``event:`` = type, ``data:`` = JSON of the rest; built once for all streams."""
+        if self._default is None:
+            message = self.message
+            message_type = message.get("type")
+            rest = {k: v for k, v in message.items() if k != "type"}
+            self._default = ServerSentEvent(
+                data=rest, event=message_type if isinstance(message_type, str) else None
+            )
+        return self._default
+
+    def encode_default(self, event_id: str | None, extra: tuple[tuple[str, str], ...]) -> bytes:
+        """The default event's bytes; streams writing the same id share one encoding."""
+        cached = self._encoded
+        if cached is not None and cached[0] == event_id and cached[1] == extra:
+            return cached[2]
+        data = replace(self.default_event(), id=event_id).encode(extra)
+        self._encoded = (event_id, extra, data)
+        return data
+
+
+class LocalStream:
+    """A stream's bounded queue, fed by the hub (sync, on the hub's loop)."""
+
+    __slots__ = ("pending", "capacity", "policy", "wake", "accepted", "dropped",
+                 "unreported", "overflowed", "metric_attributes", "__weakref__")
+
+    def __init__(self, capacity: int, policy: str, metric_attributes: dict[str, Any]) -> None:
+        self.pending: deque[Envelope] = deque()
+        self.capacity = capacity
+        self.policy = policy
+        self.wake = asyncio.Event()
+        self.accepted: dict[str, tuple[int, int]] = {}
+        self.dropped = 0
+        self.unreported = 0  # dropped since the last stream-reset was written
+        self.overflowed = False
+        self.metric_attributes = metric_attributes
+
+    def lost(self, group: str, event_id: str, reason: str) -> None:
+        """Events of ``group`` up to ``event_id`` are gone: queue a ``stream-reset`` marker."""
+        marker = Envelope(group, event_id, {}, None)
+        marker.reset = reason
+        if marker.position is not None:
+            self.accepted[group] = marker.position
+        self.pending.append(marker)  # one per outage, after what was already queued
+        self.wake.set()
+
+    def offer(self, envelope: Envelope) -> bool:
+        """Queue ``envelope`` unless this stream already has it; apply the slow-client policy."""
+        position = envelope.position
+        if position is not None:
+            seen = self.accepted.get(envelope.group)
+            if seen is not None and position <= seen:
+                return False
+            self.accepted[envelope.group] = position
+        if self.overflowed:  # closing: counted, not queued
+            self.dropped += 1
+            _telemetry.get().sse_dropped.add(1, self.metric_attributes)
+            return False
+        if len(self.pending) >= self.capacity:
+            telemetry = _telemetry.get()
+            if self.policy == "close":
+                lost = len(self.pending) + 1
+                self.pending.clear()
+                self.overflowed = True
+                self.dropped += lost
+                telemetry.sse_dropped.add(lost, self.metric_attributes)
+                self.wake.set()
+                return False
+            self.pending.popleft()
+            self.dropped += 1
+            self.unreported += 1
+            telemetry.sse_dropped.add(1, self.metric_attributes)
+        self.pending.append(envelope)
+        self.wake.set()
+        return True
+
+
+class GroupSubscription:
+    """The hub's membership in one group."""
+
+    __slots__ = ("group", "template", "channel", "streams", "ready", "task", "last", "last_id",
+                 "start_id")
+
+    def __init__(self, group: str, ready: asyncio.Future[None]) -> None:
+        self.group = group
+        self.template = group_template(group, get_config()["GROUP_TEMPLATE"])
+        self.channel: str | None = None
+        self.streams: set[LocalStream] = set()
+        self.ready = ready
+        self.task: asyncio.Task[None] | None = None
+        self.last: tuple[int, int] = (0, 0)
+        self.last_id = ZERO
+        self.start_id = ZERO
+
+
+class Hub:
+    """All SSE group subscriptions of one event loop on one channel layer."""
+
+    def __init__(self, layer: Any, alias: str) -> None:
+        self.layer = layer
+        self.alias = alias
+        self.subscriptions: dict[str, GroupSubscription] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+
+    # -- streams joining and leaving -------------------------------------------
+
+    async def join(self, group: str, stream: LocalStream) -> str:
+        """Subscribe ``stream`` to ``group``; returns the id it starts after."""
+        sub = self.subscriptions.get(group)
+        if sub is None:
+            sub = GroupSubscription(group, asyncio.get_running_loop().create_future())
+            self.subscriptions[group] = sub
+            self._spawn(self._setup(sub))
+        sub.streams.add(stream)
+        if _succeeded(sub.ready):
+            stream.accepted.setdefault(group, sub.last)
+            return sub.last_id
+        await asyncio.shield(sub.ready)
+        # Joined before the subscription existed: everything fanned out since is newer.
+        start = parse_id(sub.start_id)
+        assert start is not None
+        stream.accepted.setdefault(group, start)
+        return sub.start_id
+
+    def leave(self, group: str, stream: LocalStream) -> None:
+        """Unsubscribe ``stream`` at once (sync: runs in a cancelled generator's finally)."""
+        sub = self.subscriptions.get(group)
+        if sub is None:
+            return
+        sub.streams.discard(stream)
+        if not sub.streams and sub.ready.done():
+            self._teardown(sub)
+
+    async def _setup(self, sub: GroupSubscription) -> None:
+        try:
+            log = get_log(self.alias)
+            # Read the head before group_add: an entry appended in between is then
+            # either received or found as a gap, never taken as already delivered.
+            head = await log.head(sub.group) if log is not None else ZERO
+            sub.start_id = sub.last_id = head
+            sub.last = parse_id(head) or (0, 0)
+            sub.channel = await self.layer.new_channel()
+            await self.layer.group_add(sub.group, sub.channel)
+        except BaseException as exc:
+            if self.subscriptions.get(sub.group) is sub:
+                del self.subscriptions[sub.group]
+            if sub.channel is not None:
+                self._spawn(self._discard(sub))
+            if isinstance(exc, asyncio.CancelledError):
+                sub.ready.cancel()
+                raise
+            sub.ready.set_exception(exc)
+            sub.ready.exception()  # retrieved: joiners that were cancelled never will
+            return
+        sub.ready.set_result(None)
+        if not sub.streams:  # every joiner left while we subscribed
+            self._teardown(sub)
+            return
+        sub.task = self._spawn(self._receive(sub))
+        self._ensure_refresher()
+
+    def _teardown(self, sub: GroupSubscription) -> None:
+        if self.subscriptions.get(sub.group) is sub:
+            del self.subscriptions[sub.group]
+        if sub.task is not None:
+            sub.task.cancel()
+        self._spawn(self._discard(sub))
+        if not self.subscriptions and self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+
+    async def _discard(self, sub: GroupSubscription) -> None:
+        if sub.channel is None:
+            return
+        try:
+            await self.layer.group_discard(sub.group, sub.channel)
+        except Exception:
+            logger.warning("group_discard(%r) failed", sub.group, exc_info=True)
+        task = sub.task
+        # A cancel that lands while redis-py's blocking read times out can be lost: the
+        # read reports "no message" and channels-redis reads again, for ever, as this
+        # process's shared reader (seen about once per few hundred teardowns under churn).
+        # Cancel again until the task ends, as daphne does with consumers that hang on.
+        for _ in range(_CANCEL_ATTEMPTS):
+            if task is None or task.done():
+                return
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        logger.warning("the receive task of group %r did not stop", sub.group)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- keeping the membership alive ------------------------------------------
+
+    def _ensure_refresher(self) -> None:
+        expiry = getattr(self.layer, "group_expiry", None)
+        running = self._refresher is not None and not self._refresher.done()
+        if not running and isinstance(expiry, (int, float)) and expiry > 0:
+            self._refresher = self._spawn(self._refresh(max(0.5, expiry / 2)))
+
+    async def _refresh(self, interval: float) -> None:
+        """Re-add each channel before the layer's ``group_expiry`` drops it."""
+        while self.subscriptions:
+            await asyncio.sleep(interval)
+            for sub in list(self.subscriptions.values()):
+                if sub.channel is not None and sub.ready.done():
+                    try:
+                        await self.layer.group_add(sub.group, sub.channel)
+                    except Exception:
+                        logger.warning("refreshing group %r failed", sub.group, exc_info=True)
+
+    # -- receiving -------------------------------------------------------------
+
+    async def _receive(self, sub: GroupSubscription) -> None:
+        failures = 0
+        assert sub.channel is not None
+        while True:
+            try:
+                if failures:
+                    # The layer failed (Redis down or restarted). A Redis restarted without
+                    # persistence lost the group's members and the log: join again before
+                    # reading, then replay the gap from the log or reset the streams.
+                    await self.layer.group_add(sub.group, sub.channel)
+                    await self._catch_up(sub)
+                    logger.warning("group %r resubscribed after %d failures", sub.group, failures)
+                    failures = 0
+                message = await self.layer.receive(sub.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self.subscriptions.get(sub.group) is not sub:
+                    return  # torn down (a cancel that surfaced as an error): never rejoin
+                # One traceback per outage; the retries with backoff log a line each.
+                logger.warning("receive on group %r failed (attempt %d)", sub.group,
+                               failures + 1, exc_info=not failures)
+                await asyncio.sleep(_BACKOFF[min(failures, len(_BACKOFF) - 1)])
+                failures += 1
+                continue
+            if self.subscriptions.get(sub.group) is not sub:
+                return  # torn down while the read returned (a lost cancel, see _discard)
+            await self.handle(sub, message)
+
+    async def _catch_up(self, sub: GroupSubscription) -> None:
+        """After a rejoin: fan out what the log holds since the last delivery, or reset."""
+        log = get_log(self.alias)
+        if log is None:
+            return  # no log, no ids: what was sent during the outage is simply missed
+        head = await log.head(sub.group)
+        found = await log.since(sub.group, sub.last_id, head)
+        if found is None:  # the log lost our position (restarted empty, trimmed, expired)
+            # A log that starts afresh (its oldest entry follows 0-0) holds only events
+            # newer than the loss: reset to its start and deliver them; else reset to its head.
+            found = await log.since(sub.group, ZERO, head)
+            start = ZERO if found is not None else head
+            for stream in list(sub.streams):
+                stream.lost(sub.group, start, "resubscribed")
+            sub.last_id, sub.last = start, parse_id(start) or (0, 0)
+            found = found or []
+        for entry in found:
+            envelope = Envelope(sub.group, entry.id, entry.message, entry.traceparent)
+            for stream in list(sub.streams):
+                stream.offer(envelope)
+        if found:
+            sub.last_id, sub.last = found[-1].id, parse_id(found[-1].id) or sub.last
+
+    async def handle(self, sub: GroupSubscription, raw: dict[str, Any]) -> None:
+        """One receipt: number it, trace it, fan it out."""
+        config = get_config()
+        telemetry = _telemetry.get()
+        delivery = _process.Delivery(raw, config)
+        if delivery.group is None:  # an uninstrumented producer: the subscription knows
+            delivery.group, delivery.template = sub.group, sub.template
+            # Delivery's attributes are shared and read-only: a new dict, not an update.
+            delivery.attributes = {**delivery.attributes,
+                                   sc.MESSAGING_DESTINATION_TEMPLATE: sub.template}
+        keep = delivery.keep
+        delivery.record_receipt(telemetry, keep)
+        span = delivery.start_span(telemetry, config) if keep else None
+        start = time.perf_counter()
+        try:
+            if span is None:
+                await self._deliver(sub, delivery, raw, None)
+            else:
+                with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                    set_status_on_exception=False):
+                    await self._deliver(sub, delivery, raw, span)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if span is not None:
+                _process.record_exception(span, exc)
+            logger.warning("SSE delivery on group %r failed", sub.group, exc_info=True)
+        finally:
+            if span is not None:  # durations for sampled receipts only, as in _process
+                telemetry.process_duration.record(time.perf_counter() - start,
+                                                  delivery.attributes)
+                span.end()
+
+    async def _deliver(self, sub: GroupSubscription, delivery: _process.Delivery,
+                       raw: dict[str, Any], span: trace.Span | None) -> None:
+        carrier = delivery.carrier
+        producer_tp = carrier.get("traceparent") if carrier else None
+        traceparent: str | None
+        if span is not None and span.get_span_context().trace_flags.sampled:
+            traceparent = _carrier.format_traceparent(span.get_span_context())
+        else:
+            traceparent = producer_tp if isinstance(producer_tp, str) else None
+        envelopes = await self._number(sub, delivery, raw, traceparent)
+        reached: set[LocalStream] = set()
+        for envelope in envelopes:
+            for stream in list(sub.streams):
+                if stream.offer(envelope):
+                    reached.add(stream)
+        if span is not None and span.is_recording():
+            span.set_attribute(sc.CHANNELS_SSE_STREAMS, len(reached))
+            span.set_attribute(sc.MESSAGING_BATCH_MESSAGE_COUNT, len(envelopes))
+            if envelopes and envelopes[-1].id is not None:
+                span.set_attribute(sc.MESSAGING_MESSAGE_ID, envelopes[-1].id)
+
+    async def _number(self, sub: GroupSubscription, delivery: _process.Delivery,
+                      raw: dict[str, Any], traceparent: str | None) -> list[Envelope]:
+        """The envelopes this receipt delivers, in log order (none if already delivered)."""
+        message, group = delivery.message, sub.group
+        log = get_log(self.alias)
+        if log is None:
+            return [Envelope(group, None, message, traceparent)]
+        carrier = delivery.carrier or {}
+        carried_id, carried_prev = carrier.get(SSE_ID), carrier.get(SSE_PREV)
+        if (carrier.get(SSE_GROUP) == group and isinstance(carried_id, str)
+                and isinstance(carried_prev, str) and parse_id(carried_id) is not None
+                and parse_id(carried_prev) is not None):
+            event_id, prev = carried_id, carried_prev  # numbered by broadcast()
+        else:  # a plain group_send: the first hub to see it numbers it for all
+            producer = carrier.get("traceparent")
+            event_id, prev = await log.append(
+                group, message, producer if isinstance(producer, str) else None,
+                fingerprint=fingerprint(raw),
+            )
+        position, previous = parse_id(event_id), parse_id(prev)
+        assert position is not None and previous is not None
+        if position <= sub.last:
+            return []  # a gap read delivered it already
+        if previous == sub.last:
+            entries = [Entry(event_id, prev, message, traceparent)]
+        else:
+            entries = await log.between(group, sub.last_id, event_id)
+            if not entries or entries[-1].id != event_id:
+                entries.append(Entry(event_id, prev, message, traceparent))
+            else:  # this receipt's own entry: keep its live trace context
+                entries[-1] = Entry(event_id, prev, message, traceparent)
+        sub.last, sub.last_id = position, event_id
+        return [Envelope(group, e.id, e.message, e.traceparent) for e in entries]
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Hub]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_hub(alias: str) -> Hub:
+    """The hub of the running event loop for channel layer ``alias``."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer(alias)
+    if layer is None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"EventStreamView needs a channel layer: CHANNEL_LAYERS[{alias!r}] is not set."
+        )
+    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
+    hub = hubs.get(alias)
+    if hub is None or hub.layer is not layer:  # settings changed: a fresh layer
+        hub = hubs[alias] = Hub(layer, alias)
+    return hub
+
+
+def hubs() -> list[Hub]:
+    """Every hub of the running loop (tests and diagnostics)."""
+    return list(_hubs.get(asyncio.get_running_loop(), {}).values())
