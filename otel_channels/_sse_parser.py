@@ -7,8 +7,10 @@ Follows the WHATWG HTML standard, "Interpreting an event stream"
   exactly one leading BOM (U+FEFF) is stripped, a second one is data;
 * lines end with CRLF, LF or CR, also when the CR ends one chunk and the LF
   starts the next (that pair is one line end, not an extra empty line);
-* ``:comment`` lines are ignored; a line without a colon is a field name with
-  an empty value; one space after the colon is stripped;
+* ``:comment`` lines are not events (with ``keep_comments=True`` their text,
+  one leading space stripped, is collected in ``comments``, for tests); a line
+  without a colon is a field name with an empty value; one space after the
+  colon is stripped;
 * ``data`` lines are joined with LF; an empty line dispatches the event unless
   no ``data`` line was seen (then only the last event id is updated);
 * ``id`` values containing NUL are ignored; the last event id persists across
@@ -85,9 +87,12 @@ class EventStreamParser:
     Args:
         last_event_id: the id a new stream starts from (the previous stream's last id).
         max_size: cap in characters on one pending line plus the event's data, or None.
+        keep_comments: collect comment lines in ``comments`` (off by default: a
+            long-lived stream's heartbeats would grow the list without bound).
     """
 
-    def __init__(self, last_event_id: str = "", max_size: int | None = None) -> None:
+    def __init__(self, last_event_id: str = "", max_size: int | None = None,
+                 keep_comments: bool = False) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._started = False  # BOM check done (only at the very start of the stream)
         self._skip_lf = False  # the previous chunk ended with CR: a leading LF belongs to it
@@ -99,12 +104,15 @@ class EventStreamParser:
         self._event_retry: int | None = None
         self._fields: dict[str, str] = {}
         self._max_size = max_size
+        self._keep_comments = keep_comments
         #: The last event ID buffer (updated by every ``id`` field without NUL).
         self.id_buffer = last_event_id
         #: The last event id string: ``id_buffer`` as of the last dispatch (empty line).
         self.last_event_id = last_event_id
         #: The reconnection time in milliseconds set by the stream, or None.
         self.retry: int | None = None
+        #: Comment lines' text (one leading space stripped) in order, with ``keep_comments``.
+        self.comments: list[str] = []
 
     def feed(self, chunk: bytes | str) -> list[MessageEvent]:
         """Parse one chunk; return the events it completed (possibly none)."""
@@ -160,7 +168,10 @@ class EventStreamParser:
             self._dispatch(events)
             return
         if line[0] == ":":
-            return  # comment
+            if self._keep_comments:
+                text = line[1:]
+                self.comments.append(text[1:] if text[:1] == " " else text)
+            return
         name, colon, value = line.partition(":")
         if colon and value[:1] == " ":
             value = value[1:]

@@ -1,4 +1,4 @@
-"""The Server-Sent Events wire format: a pure encoder and a spec-following parser.
+"""The Server-Sent Events wire format: a pure encoder (events and comments to exact bytes).
 
 Follows the WHATWG HTML "Server-sent events" section
 (https://html.spec.whatwg.org/multipage/server-sent-events.html):
@@ -10,10 +10,8 @@ Follows the WHATWG HTML "Server-sent events" section
 * ``retry`` is a non-negative int (browsers ignore anything but ASCII digits);
 * comments are lines starting with ``:``, one per line of the comment text.
 
-The parser is the one the spec describes (BOM, any line ending, one leading
-space stripped, unknown fields ignored, ``id`` with NUL ignored, a block
-without ``data`` dispatches nothing but still sets the last event id); the
-test helpers and tests read streams with it.
+Reading a stream back is :mod:`otel_channels._sse_parser`'s job (the one
+parser, shared by the traced ``EventSource`` client and the test helpers).
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EventStreamParser", "ServerSentEvent", "encode_comment", "json_data"]
+__all__ = ["ServerSentEvent", "encode_comment", "json_data"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _UNSAFE_NAME = re.compile(r"[\r\n\x00]")
@@ -115,83 +113,3 @@ def json_data(value: Any) -> str:
         except UnicodeEncodeError:  # lone surrogates: \\u-escapes keep them valid JSON
             text = json.dumps(value, separators=(",", ":"), default=_json_default)
     return text
-
-
-class EventStreamParser:
-    """Incremental ``text/event-stream`` parser (the WHATWG algorithm).
-
-    ``feed(bytes)`` returns the events dispatched by that chunk;
-    ``last_event_id``, ``retry`` and ``comments`` hold the rest of the state.
-    """
-
-    def __init__(self) -> None:
-        self.last_event_id = ""
-        self.retry: int | None = None
-        self.comments: list[str] = []
-        self._pending = b""
-        self._first = True
-        self._data: list[str] = []
-        self._event = ""
-        self._id_buffer = ""
-        self._has_data = False
-
-    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        buffer = self._pending + chunk
-        if self._first and buffer:
-            if b"\xef\xbb\xbf".startswith(buffer[:3]) and len(buffer) < 3:
-                self._pending = buffer
-                return []
-            if buffer.startswith(b"\xef\xbb\xbf"):
-                buffer = buffer[3:]
-            self._first = False
-        events: list[ServerSentEvent] = []
-        start = 0
-        length = len(buffer)
-        while start < length:
-            cr = buffer.find(b"\r", start)
-            lf = buffer.find(b"\n", start)
-            ends = [i for i in (cr, lf) if i >= 0]
-            if not ends:
-                break
-            end = min(ends)
-            if buffer[end:end + 1] == b"\r":
-                if end + 1 >= length:
-                    break  # a CR at the end may be the first half of CRLF
-                after = end + 2 if buffer[end + 1:end + 2] == b"\n" else end + 1
-            else:
-                after = end + 1
-            event = self._line(buffer[start:end].decode("utf-8", "replace"))
-            if event is not None:
-                events.append(event)
-            start = after
-        self._pending = buffer[start:]
-        return events
-
-    def _line(self, line: str) -> ServerSentEvent | None:
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            self.comments.append(line[1:].removeprefix(" "))
-            return None
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-            self._has_data = True
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            if "\x00" not in value:
-                self._id_buffer = value
-        elif name == "retry" and value.isdigit() and value.isascii():
-            self.retry = int(value)
-        return None
-
-    def _dispatch(self) -> ServerSentEvent | None:
-        self.last_event_id = self._id_buffer  # set even when nothing is dispatched
-        has_data, data, event = self._has_data, "\n".join(self._data), self._event
-        self._data, self._event, self._has_data = [], "", False
-        if not has_data:
-            return None
-        return ServerSentEvent(data=data, event=event or "message", id=self.last_event_id)

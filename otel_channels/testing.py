@@ -15,8 +15,10 @@ event stream never reaches. This one reads it event by event::
         await comm.disconnect()
 
 ``application`` is any ASGI app (``get_asgi_application()``, a
-``ProtocolTypeRouter``); the parser follows the WHATWG rules, so ``event.id``
-is the last event id as a browser would report it.
+``ProtocolTypeRouter``); the body is read with the same WHATWG parser as the
+traced ``EventSource`` client, so events are
+:class:`~otel_channels.client.MessageEvent` objects and ``event.id`` is the
+last event id as a browser would report it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from urllib.parse import urlsplit
 
 from channels.testing import ApplicationCommunicator
 
-from ._sse_wire import EventStreamParser, ServerSentEvent
+from ._sse_parser import EventStreamParser, MessageEvent
 
 __all__ = ["EventStreamCommunicator"]
 
@@ -72,19 +74,21 @@ class EventStreamCommunicator(ApplicationCommunicator):  # type: ignore[misc]
             "server": ("testserver", 80),
         }
         super().__init__(application, scope)
-        self.parser = EventStreamParser()
+        self.parser = EventStreamParser(keep_comments=True)  # receive_until_comment reads them
         self.status: int | None = None
         self.headers: dict[str, str] = {}
         self.body = b""  # every body byte received so far
         self.ended = False
-        self._events: deque[ServerSentEvent] = deque()
+        self._events: deque[MessageEvent] = deque()
 
     @property
     def last_event_id(self) -> str:
+        """The last event id so far (also set by blocks without ``data``), as a browser keeps it."""
         return self.parser.last_event_id
 
     @property
     def comments(self) -> list[str]:
+        """Every comment line's text so far (one leading space stripped), in order."""
         return self.parser.comments
 
     async def connect(self, timeout: float = 1) -> tuple[int, dict[str, str]]:
@@ -112,8 +116,13 @@ class EventStreamCommunicator(ApplicationCommunicator):  # type: ignore[misc]
             self.ended = True
         return chunk
 
-    async def receive_event(self, timeout: float = 1) -> ServerSentEvent:
-        """The next dispatched event (comments and id-only blocks are not events)."""
+    async def receive_event(self, timeout: float = 1) -> MessageEvent:
+        """The next dispatched event: ``.event`` (alias ``.type``), ``.data``, ``.id``.
+
+        ``.id`` is the last event id at dispatch (it persists from earlier events);
+        comments and blocks without ``data`` are not events. Raises ``AssertionError``
+        if the body ends first, ``TimeoutError`` after ``timeout`` (the view is then cancelled).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self._events:

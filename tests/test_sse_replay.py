@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
 from otel_channels import _hub, _replay
-from otel_channels._sse_wire import EventStreamParser, ServerSentEvent
+from otel_channels._sse_parser import EventStreamParser, MessageEvent
 from otel_channels.broadcast import abroadcast, broadcast
 from otel_channels.testing import EventStreamCommunicator
 from tests._otlp import OTLPReceiver
@@ -252,8 +252,8 @@ class HttpStream:
         if last_event_id is not None:
             self.headers["last-event-id"] = last_event_id
         self.parser = EventStreamParser()
-        self.events: list[ServerSentEvent] = []
-        self._queue: list[ServerSentEvent] = []
+        self.events: list[MessageEvent] = []
+        self._queue: list[MessageEvent] = []
 
     async def __aenter__(self) -> HttpStream:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
@@ -263,7 +263,7 @@ class HttpStream:
         self._chunks = self.response.aiter_raw()
         return self
 
-    async def next_event(self, timeout: float = 10.0) -> ServerSentEvent:
+    async def next_event(self, timeout: float = 10.0) -> MessageEvent:
         async with asyncio.timeout(timeout):
             while not self._queue:
                 self._queue.extend(self.parser.feed(await self._chunks.__anext__()))

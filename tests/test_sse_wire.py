@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from otel_channels._sse_wire import EventStreamParser, ServerSentEvent, encode_comment, json_data
+from otel_channels._sse_parser import EventStreamParser, MessageEvent
+from otel_channels._sse_wire import ServerSentEvent, encode_comment, json_data
 
 ENCODE_CASES = [
     ("plain data", ServerSentEvent(data="hello"), b"data: hello\n\n"),
@@ -103,12 +104,12 @@ def test_round_trip_through_parser_in_any_chunking(data, chunk_size):
     for index in range(0, len(wire), chunk_size):
         events.extend(parser.feed(wire[index:index + chunk_size]))
     normalised = data.replace("\r\n", "\n").replace("\r", "\n")
-    assert events == [ServerSentEvent(data=normalised, event="ev", id="7-1")]
+    assert events == [MessageEvent(type="ev", data=normalised, id="7-1")]
     assert parser.last_event_id == "7-1"
 
 
 def test_parser_follows_the_whatwg_examples():
-    parser = EventStreamParser()
+    parser = EventStreamParser(keep_comments=True)
     wire = (
         b"\xef\xbb\xbf: comment\n"
         b"data: first\r\n"
@@ -124,8 +125,8 @@ def test_parser_follows_the_whatwg_examples():
     )
     events = parser.feed(wire)
     assert events == [
-        ServerSentEvent(data="first\nsecond", event="message", id=""),
-        ServerSentEvent(data="", event="add", id="1"),
+        MessageEvent(type="message", data="first\nsecond", id=""),
+        MessageEvent(type="add", data="", id="1"),
     ]
     assert parser.comments == ["comment"]
     assert parser.retry == 250
@@ -135,4 +136,24 @@ def test_parser_follows_the_whatwg_examples():
 def test_parser_waits_for_the_lf_of_a_split_crlf():
     parser = EventStreamParser()
     assert parser.feed(b"data: a\r") == []
-    assert parser.feed(b"\n\r\n") == [ServerSentEvent(data="a", event="message", id="")]
+    assert parser.feed(b"\n\r\n") == [MessageEvent(type="message", data="a", id="")]
+
+
+def test_parser_keeps_comments_in_order_only_when_asked():
+    wire = b":\n:  two spaces\r\n:no space\rdata: x\n: a: b\n\n: tail"
+    kept = EventStreamParser(keep_comments=True)
+    events = [event for index in range(len(wire)) for event in kept.feed(wire[index:index + 1])]
+    assert events == [MessageEvent(type="message", data="x", id="")]
+    # one leading space stripped, only one; the last comment has no line end yet
+    assert kept.comments == ["", " two spaces", "no space", "a: b"]
+    assert kept.feed(b"\n") == [] and kept.comments[-1] == "tail"
+    default = EventStreamParser()  # the EventSource client's: heartbeats must not pile up
+    assert default.feed(wire) == events
+    assert default.comments == []
+
+
+def test_encoded_comments_parse_back():
+    parser = EventStreamParser(keep_comments=True)
+    wire = encode_comment("open") + ServerSentEvent(data="d", comment="x\r\ny").encode()
+    assert parser.feed(wire + encode_comment()) == [MessageEvent(data="d")]
+    assert parser.comments == ["open", "x", "y", ""]
