@@ -15,6 +15,7 @@ received carrier (untraced or hostile producers) is ignored, never raised.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
@@ -54,6 +55,17 @@ def parse_traceparent(value: Any, tracestate: Any = None) -> SpanContext | None:
         trace_id=trace_id, span_id=span_id, is_remote=True,
         trace_flags=TraceFlags(int(flags_hex, 16) & TraceFlags.SAMPLED), trace_state=state,
     )
+
+
+def json_traceparent(text: str, key: str) -> SpanContext | None:
+    """The context under ``key`` (and ``"tracestate"``) of a JSON object text, if valid."""
+    try:
+        content = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(content, dict):
+        return None
+    return parse_traceparent(content.get(key), content.get("tracestate"))
 
 
 def build(ctx: SpanContext, destination: str | None, sent_at: float) -> dict[str, Any]:

@@ -21,7 +21,6 @@ The active-connection count goes up at accept and down exactly once in
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -413,13 +412,7 @@ class Connection:
         key, needle = config["JSON_TRACEPARENT_KEY"], self.json_needle
         if needle is None or needle not in text:
             return None  # the substring test keeps the common frame free of a second parse
-        try:
-            content = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(content, dict):
-            return None
-        return _carrier.parse_traceparent(content.get(key), content.get("tracestate"))
+        return _carrier.json_traceparent(text, key)
 
     async def _reject(self, kind: str, code: int, size: int, why: str) -> None:
         """Close with ``code`` instead of handling a frame; the handler never sees it."""

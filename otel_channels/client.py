@@ -635,14 +635,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, TimeoutError, InvalidHandshake, ConnectionClosed))
 
 
-def _json_traceparent(text: str, key: str) -> SpanContext | None:
-    try:
-        content = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(content, dict):
-        return None
-    return _carrier.parse_traceparent(content.get(key), content.get("tracestate"))
+_json_traceparent = _carrier.json_traceparent
 
 
 # --------------------------------------------------------------------------------------------
