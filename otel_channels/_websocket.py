@@ -45,7 +45,7 @@ def classify_close(code: Any) -> str | None:
     """``None`` for a normal close (1000, 1001, 1005 no status), else ``error.type``."""
     if code is None or code in NORMAL_CLOSE_CODES:
         return None
-    return str(code)
+    return str(int(code)) if isinstance(code, int) else str(code)  # IntEnum str() differs < 3.11
 
 
 class _HeaderGetter:

@@ -414,6 +414,11 @@ class TracedWebSocketClient:
                 status = _status_of(exc)
                 if status is not None and span.is_recording():
                     span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, status)
+                if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, TimeoutError):
+                    exc = TimeoutError(str(exc) or "timed out during opening handshake")
+                    _record_error(span, exc, None)  # Python 3.10: one TimeoutError everywhere
+                    span.end()
+                    raise exc from None
                 _record_error(span, exc, str(status) if status is not None else None)
                 span.end()
                 raise
@@ -632,7 +637,9 @@ def _retryable(exc: BaseException) -> bool:
         return status >= 500 or status == 429
     if isinstance(exc, InvalidURI):
         return False
-    return isinstance(exc, (OSError, TimeoutError, InvalidHandshake, ConnectionClosed))
+    return isinstance(
+        exc, (OSError, TimeoutError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed)
+    )
 
 
 _json_traceparent = _carrier.json_traceparent

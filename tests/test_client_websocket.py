@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from otel_channels import client as client_module
 from otel_channels._carrier import format_traceparent
 from otel_channels.client import TracedWebSocketClient
+from tests._compat import timeout as time_limit
 from tests._otlp import OTLPReceiver, Span
 from tests._servers import DaphneWorker
 
@@ -605,7 +606,7 @@ async def test_one_trace_from_client_send_through_two_workers_and_back(redis_url
                                   route="/ws/chat/<room>/") as carol,
         ):
             await alice.send({"text": "hello"})
-            async with asyncio.timeout(15):
+            async with time_limit(15):
                 to_alice = json.loads(await alice.recv())
                 to_bob = json.loads(await bob.recv())
                 to_carol = json.loads(await carol.recv())

@@ -23,6 +23,7 @@ from otel_channels import _hub, _replay
 from otel_channels._sse_parser import EventStreamParser, MessageEvent
 from otel_channels.broadcast import abroadcast, broadcast
 from otel_channels.testing import EventStreamCommunicator
+from tests._compat import timeout as time_limit
 from tests._otlp import OTLPReceiver
 from tests._servers import DaphneWorker
 from tests.conftest import redis_layer_config
@@ -264,7 +265,7 @@ class HttpStream:
         return self
 
     async def next_event(self, timeout: float = 10.0) -> MessageEvent:
-        async with asyncio.timeout(timeout):
+        async with time_limit(timeout):
             while not self._queue:
                 self._queue.extend(self.parser.feed(await self._chunks.__anext__()))
         event = self._queue.pop(0)
@@ -273,7 +274,7 @@ class HttpStream:
 
     async def wait_position(self, timeout: float = 10.0) -> str:
         """Read until the stream told its position (the first ``id:`` block)."""
-        async with asyncio.timeout(timeout):
+        async with time_limit(timeout):
             while not self.parser.last_event_id:
                 self._queue.extend(self.parser.feed(await self._chunks.__anext__()))
         return self.parser.last_event_id
