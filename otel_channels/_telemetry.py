@@ -16,6 +16,7 @@ cumulative sum per attribute set).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -79,6 +80,7 @@ class Telemetry:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._active = False
+        self._checked_at = -1.0
         self.tracer = trace.get_tracer(
             sc.INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
         )
@@ -152,6 +154,12 @@ class Telemetry:
         """
         if self._active:
             return True
+        # Without a provider every get_*_provider() call reads os.environ: look again
+        # at most once a second, so an SDK installed late is still picked up.
+        now = time.monotonic()
+        if now - self._checked_at < 1.0:
+            return False
+        self._checked_at = now
         tracer_provider = self._tracer_provider or trace.get_tracer_provider()
         meter_provider = self._meter_provider or metrics.get_meter_provider()
         self._active = not (

@@ -298,6 +298,9 @@ class Connection:
     async def _send_frame(self, message: dict[str, Any], send: ASGISend) -> None:
         self.frames_out += 1
         self.count_out[0] += 1
+        if not self.active:
+            await send(message)  # no SDK installed
+            return
         current = self.active_span or trace.get_current_span()
         if not current.is_recording():
             await send(message)  # untraced: counted, nothing else
