@@ -878,7 +878,10 @@ class TracedEventSource:
                     self._client.send(request, stream=True, follow_redirects=True),
                     self.open_timeout,
                 )
-            except (httpx.TransportError, asyncio.TimeoutError) as exc:
+            except (httpx.TransportError, asyncio.TimeoutError) as caught:
+                exc: BaseException = caught
+                if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, TimeoutError):
+                    exc = TimeoutError("no response headers within open_timeout")  # 3.10
                 _record_error(span, exc)
                 span.end()
                 if isinstance(exc, httpx.UnsupportedProtocol):
