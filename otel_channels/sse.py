@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -67,6 +68,8 @@ from ._websocket import client_context, decode_headers
 from .conf import get_config
 
 __all__ = ["EventStreamView", "ServerSentEvent"]
+
+logger = logging.getLogger("otel_channels.sse")
 
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 RESET_EVENT = "stream-reset"
@@ -280,7 +283,8 @@ class _Stream:
         hub = get_hub(view.channel_layer_alias)
         joined: list[str] = []
         opened_at: float | None = None
-        status, error = "closed", None
+        status = "closed"
+        error: BaseException | None = None
         try:
             floors = {}
             for group in self.groups:
@@ -315,6 +319,14 @@ class _Stream:
                     yield chunk
         except (asyncio.CancelledError, GeneratorExit):
             raise  # the client went away: the normal end of a stream
+        except Exception as exc:
+            # Never raise out of the body: Django has sent the response start, so daphne
+            # can send neither a 500 nor the end of the body and the client would hang on
+            # a silent connection (a failed hub join or replay while Redis is down). End
+            # the stream instead: EventSource reconnects with Last-Event-ID after its retry.
+            status, error = "error", exc
+            logger.warning("event stream on %s failed; ending it", self.route, exc_info=True)
+            return
         except BaseException as exc:
             status, error = "error", exc
             raise

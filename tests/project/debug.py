@@ -2,7 +2,10 @@
 
 Read on the server's event loop: its live asyncio tasks, the SSE hubs'
 subscriptions and local streams, the channel layer's per-channel receive
-buffers, and the process's resident set size from ``/proc/self/statm``.
+buffers, open fds and the resident set size from ``/proc/self/statm``.
+Diagnostics: ``?gc=1`` collects first; ``?stacks=1`` adds where each task
+waits; with ``PYTHONTRACEMALLOC=1``, ``growth`` lists the allocation sites
+that grew since ``?mark=1``. Counts and code locations only: no ids, no payloads.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def _rss() -> int:
 
 
 async def state(request: HttpRequest) -> JsonResponse:
-    """Counts only: no ids, no payloads."""
+    """The worker's leak counters (see the module docstring)."""
     if request.GET.get("gc"):
         gc.collect()  # RSS after a collection is comparable between two reads
     current = asyncio.current_task()
@@ -46,7 +49,8 @@ async def state(request: HttpRequest) -> JsonResponse:
         pass
     stacks = None
     if request.GET.get("stacks"):  # where each live task waits (diagnosing a leak)
-        stacks = [{"name": _coro_name(t), "cancelling": t.cancelling(),
+        stacks = [{"name": _coro_name(t),
+                   "cancelling": getattr(t, "cancelling", lambda: None)(),  # Python 3.11+
                    "stack": _await_chain(t.get_coro())}
                   for t in tasks]
     growth = None
