@@ -120,8 +120,13 @@ async def process(
     message: dict[str, Any],
     dispatch: Callable[[dict[str, Any]], Awaitable[Any]],
     connect_context: SpanContext | None = None,
+    holder: Any = None,
 ) -> Any:
-    """Handle one channel-layer ``message`` with ``dispatch`` inside a ``process`` span."""
+    """Handle one channel-layer ``message`` with ``dispatch`` inside a ``process`` span.
+
+    ``holder`` (a traced connection) gets the span as ``active_span`` while the
+    handler runs, so its outbound frames find it without a context lookup.
+    """
     config = get_config()
     telemetry = _telemetry.get()
     if not telemetry.active() and config["UNKNOWN_MESSAGE_POLICY"] == "raise":
@@ -145,13 +150,19 @@ async def process(
     if not keep:
         # Not sampled: no span and no duration histograms, only the count above.
         token = otel_context.attach(_sampling.DROPPED_CONTEXT)
+        if holder is not None:
+            holder.active_span = _sampling.DROPPED_SPAN
         try:
             return await dispatch(delivery.message)
         finally:
             otel_context.detach(token)
+            if holder is not None:
+                holder.active_span = None
 
     span = delivery.start_span(telemetry, config, (connect_context,) if connect_context else ())
     start = time.perf_counter()
+    if holder is not None:
+        holder.active_span = span
     try:
         with trace.use_span(span, end_on_exit=False, record_exception=False,
                             set_status_on_exception=False):
@@ -160,6 +171,8 @@ async def process(
         record_exception(span, exc)
         raise
     finally:
+        if holder is not None:
+            holder.active_span = None
         telemetry.process_duration.record(time.perf_counter() - start, delivery.attributes)
         span.end()
 

@@ -486,7 +486,7 @@ class Connection:
     async def on_layer_message(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
         connect = self.connect_context
         return await _process.process(
-            self.consumer, message, dispatch, connect if connect is not None else None
+            self.consumer, message, dispatch, connect if connect is not None else None, self
         )
 
     # -- disconnect ------------------------------------------------------------
