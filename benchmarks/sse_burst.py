@@ -34,10 +34,8 @@ import json
 import os
 import re
 import resource
-import socket
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -53,6 +51,7 @@ from django.urls import path  # noqa: E402
 from django.views import View  # noqa: E402
 
 from otel_channels.sse import EventStreamView  # noqa: E402
+from tests._redis import CommandLog  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 SECTION = "## SSE burst"
@@ -178,36 +177,6 @@ class Client:
             self.task.cancel()
 
 
-class CommandLog:
-    """Redis MONITOR lines naming the run's key prefix (the server may be shared)."""
-
-    def __init__(self, prefix: str) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(REDIS_URL)
-        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
-        self.sock.sendall(b"MONITOR\r\n")
-        self.file = self.sock.makefile("rb")
-        self.file.readline()
-        self.prefix = prefix.encode()
-        self.lines: list[bytes] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.file:
-                if self.prefix in line:
-                    self.lines.append(line)
-        except (OSError, ValueError):
-            pass
-
-    def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
-
-
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -297,7 +266,7 @@ async def run_scenario(kind: str, stock: bool, clients_n: int) -> dict[str, Any]
             result["latency_ms_median"] = (
                 round(statistics.median(done) * 1000, 1) if done else None)
 
-            monitor = CommandLog(prefix)
+            monitor = CommandLog(REDIS_URL, prefix)
             await asyncio.sleep(0.2)
             mark = len(monitor.lines)
             await broadcast_round(clients, group, 100)

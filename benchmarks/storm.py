@@ -57,10 +57,10 @@ from tests._reliability import (  # noqa: E402
     STOCK_HOSTS,
     Cluster,
     RedisServer,
+    active_connections,
     churn,
     exceptions_in,
     group_members,
-    latest_by_attributes,
     raise_nofile,
     redis_fault_run,
     storm,
@@ -93,13 +93,6 @@ async def run_storms(n_websocket: int, n_sse: int) -> list[dict[str, Any]]:
     return results
 
 
-def active(receiver: OTLPReceiver, service: str, protocol: str) -> float | None:
-    points = [p for p in latest_by_attributes(
-        receiver, "channels.server.active_connections", service).values()
-        if p.attributes.get("network.protocol.name") == protocol]
-    return sum(p.value or 0.0 for p in points) if points else None
-
-
 async def run_soak(seconds: float, users: int = 30) -> dict[str, Any]:
     room_names = rooms(5)
     with RedisServer() as redis, OTLPReceiver() as receiver, \
@@ -123,7 +116,7 @@ async def run_soak(seconds: float, users: int = 30) -> dict[str, Any]:
         await asyncio.sleep(12)
         after = {w.name: await worker_state(w) for w in cluster.workers}
         for _ in range(40):
-            counts = {f"{w.name} {p}": active(receiver, w.name, p)
+            counts = {f"{w.name} {p}": active_connections(receiver, w.name, p)
                       for w in cluster.workers for p in ("websocket", "sse")}
             if all(v == 0 for v in counts.values()):
                 break

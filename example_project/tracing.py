@@ -50,7 +50,7 @@ TRACE_GROUP = "otel_traces"
 LIVE_VIEW_ROUTES = frozenset({"/traces/events/"})
 #: Attributes copied to the live view: low cardinality, never a payload, never a query.
 KEY_ATTRIBUTES = (
-    "http.route", "http.request.method", "http.response.status_code",
+    "http.route", "url.path", "http.request.method", "http.response.status_code",
     "network.protocol.name", "messaging.operation.name", "messaging.destination.name",
     "messaging.destination.template", "messaging.message.body.size", "channels.message.type",
     "channels.message.delivery.delay", "channels.consumer", "channels.connection.status",

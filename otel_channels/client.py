@@ -247,6 +247,30 @@ def _remote_parent(remote: SpanContext | None) -> otel_context.Context:
     return trace.set_span_in_context(NonRecordingSpan(remote), _EMPTY)
 
 
+def _start_receive(
+    telemetry: _Telemetry, route: str, remote: SpanContext | None, links: list[Link],
+    protocol: str, body: str | bytes, size: int | None, type_key: str, type_value: str,
+    event_id: str = "",
+) -> trace.Span:
+    """The CONSUMER ``receive`` span of one inbound message (WebSocket frame or SSE event)."""
+    span = telemetry.tracer.start_span(
+        f"receive {route}", context=_remote_parent(remote), kind=SpanKind.CONSUMER, links=links,
+    )
+    if span.is_recording():  # attributes only for sampled spans: nothing built otherwise
+        attributes: dict[str, Any] = {
+            sc.MESSAGING_OPERATION_NAME: "receive",
+            sc.MESSAGING_OPERATION_TYPE: "receive",
+            sc.NETWORK_PROTOCOL_NAME: protocol,
+            URL_TEMPLATE: route,
+            type_key: type_value,
+            sc.MESSAGING_MESSAGE_BODY_SIZE: _size(body) if size is None else size,
+        }
+        if event_id:
+            attributes[SSE_LAST_EVENT_ID] = event_id
+        span.set_attributes(attributes)
+    return span
+
+
 # --------------------------------------------------------------------------------------------
 # WebSocket
 # --------------------------------------------------------------------------------------------
@@ -554,19 +578,10 @@ class TracedWebSocketClient:
         if needle is not None and isinstance(data, str) and needle in data:
             # the substring test first: most messages skip a second parse
             remote = _json_traceparent(data, self.json_traceparent_key or "")
-        span = telemetry.tracer.start_span(
-            f"receive {self.route}", context=_remote_parent(remote), kind=SpanKind.CONSUMER,
-            links=self._connect_links,
+        span = _start_receive(
+            telemetry, self.route, remote, self._connect_links, "websocket", data, size,
+            sc.WEBSOCKET_MESSAGE_TYPE, "text" if isinstance(data, str) else "binary",
         )
-        if span.is_recording():
-            span.set_attributes({
-                sc.MESSAGING_OPERATION_NAME: "receive",
-                sc.MESSAGING_OPERATION_TYPE: "receive",
-                sc.NETWORK_PROTOCOL_NAME: "websocket",
-                URL_TEMPLATE: self.route,
-                sc.WEBSOCKET_MESSAGE_TYPE: "text" if isinstance(data, str) else "binary",
-                sc.MESSAGING_MESSAGE_BODY_SIZE: size,
-            })
         self._current = _Current(span)
 
     def _end_current(self, exc: BaseException | None = None) -> None:
@@ -971,22 +986,10 @@ class TracedEventSource:
             traceparent = fields.get("traceparent")
             if traceparent:
                 remote = _carrier.parse_traceparent(traceparent, fields.get("tracestate"))
-        span = telemetry.tracer.start_span(
-            f"receive {self.route}", context=_remote_parent(remote), kind=SpanKind.CONSUMER,
-            links=self._connect_links,
+        span = _start_receive(
+            telemetry, self.route, remote, self._connect_links, "sse", event.data, None,
+            SSE_EVENT_TYPE, event.type, event.id,
         )
-        if span.is_recording():
-            attributes: dict[str, Any] = {
-                sc.MESSAGING_OPERATION_NAME: "receive",
-                sc.MESSAGING_OPERATION_TYPE: "receive",
-                sc.NETWORK_PROTOCOL_NAME: "sse",
-                URL_TEMPLATE: self.route,
-                SSE_EVENT_TYPE: event.type,
-                sc.MESSAGING_MESSAGE_BODY_SIZE: _size(event.data),
-            }
-            if event.id:
-                attributes[SSE_LAST_EVENT_ID] = event.id
-            span.set_attributes(attributes)
         self._current = _Current(span)
 
     def _end_current(self, exc: BaseException | None = None) -> None:

@@ -7,9 +7,11 @@ request with ``opentelemetry-proto`` and keeps flat span and metric records.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -143,18 +145,23 @@ class OTLPReceiver:
         with self.lock:
             self.metrics.extend(found)
 
+    def ready(self, predicate: Any, deadline: float) -> list[Span] | None:
+        """The spans if ``predicate(spans)`` is truthy, else None; raises past ``deadline``."""
+        with self.lock:
+            spans = list(self.spans)
+        if predicate(spans):
+            return spans
+        if time.monotonic() > deadline:
+            names = sorted(f"{s.service}:{s.name}" for s in spans)
+            raise AssertionError(f"timed out waiting for spans; have {names}")
+        return None
+
     def wait_for(self, predicate: Any, timeout: float = 15.0) -> list[Span]:
         """Wait until ``predicate(spans)`` is truthy; return the spans."""
         deadline = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                spans = list(self.spans)
-            if predicate(spans):
-                return spans
-            if time.monotonic() > deadline:
-                names = sorted(f"{s.service}:{s.name}" for s in spans)
-                raise AssertionError(f"timed out waiting for spans; have {names}")
+        while (spans := self.ready(predicate, deadline)) is None:
             time.sleep(0.05)
+        return spans
 
     def __enter__(self) -> OTLPReceiver:
         self.thread.start()
@@ -163,3 +170,21 @@ class OTLPReceiver:
     def __exit__(self, *exc: Any) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+async def wait_spans(receiver: OTLPReceiver, predicate: Callable[[list[Span]], bool],
+                     timeout: float = 15.0) -> list[Span]:
+    """The received spans once ``predicate`` holds (polled without blocking the event loop)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = receiver.ready(predicate, deadline)
+        if spans is not None:
+            return spans
+        await asyncio.sleep(0.05)
+
+
+def one_span(spans: list[Span], name: str, service: str) -> Span:
+    """The only span named ``name`` exported by ``service``."""
+    found = [s for s in spans if s.name == name and s.service == service]
+    assert len(found) == 1, (name, service, [f"{s.service}:{s.name}" for s in spans])
+    return found[0]

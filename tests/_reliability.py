@@ -9,6 +9,7 @@
   (chunked body, ``Last-Event-ID``), light enough for a thousand at once and
   able to drop its TCP connection without a clean end (``abort()``).
 * File-descriptor limits (``RLIMIT_NOFILE``) of this process and of a worker.
+* :func:`require_redis_server`, :func:`active_connections`: shared test set-up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests._otlp import MetricPoint, OTLPReceiver
-from tests._servers import ROOT, DaphneWorker, free_port, wait_for_port
+from tests._servers import DaphneWorker, free_port, wait_for_port
 
 #: ``asyncio.wait_for`` raises ``asyncio.TimeoutError``: not the built-in before 3.11.
 TIMEOUTS = (TimeoutError, asyncio.TimeoutError)
@@ -102,20 +104,14 @@ class Worker(DaphneWorker):
         self.options = options
         self.backlog = backlog
 
-    def start(self, timeout: float = 30.0) -> Worker:
+    def command(self) -> list[str]:
+        """Daphne with ``options`` and, given a ``backlog``, a Twisted endpoint to listen on."""
         bindir = Path(sys.executable).parent
         if self.backlog is None:
             bind = ["-b", "127.0.0.1", "-p", str(self.port)]
         else:  # a Twisted endpoint: daphne's -b/-p listen with Twisted's backlog of 50
             bind = ["-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog={self.backlog}"]
-        command = [str(bindir / "daphne"), *bind, *self.options, self.app]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for_port(self.port, timeout, self.process, self.log)
-        return self
+        return [str(bindir / "daphne"), *bind, *self.options, self.app]
 
 
 class Cluster:
@@ -328,6 +324,26 @@ def latest_by_attributes(receiver: OTLPReceiver, name: str, service: str
                 found[tuple(sorted(point.attributes.items()))] = point
     return found
 
+
+
+def active_connections(receiver: OTLPReceiver, service: str, protocol: str) -> float | None:
+    """Latest cumulative active-connection count of one worker and protocol (all routes)."""
+    points = [p for p in latest_by_attributes(
+        receiver, "channels.server.active_connections", service).values()
+        if p.attributes.get("network.protocol.name") == protocol]
+    return sum(p.value or 0.0 for p in points) if points else None
+
+
+def require_redis_server(why: str) -> str:
+    """Path of ``redis-server``; skips the test without it (fails under ``REQUIRE_REDIS=1``)."""
+    import pytest  # here, not at the top: benchmarks/storm.py imports this module without pytest
+
+    found = shutil.which("redis-server")
+    if found is None:
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail("REQUIRE_REDIS=1 but redis-server is not on PATH")
+        pytest.skip(f"redis-server is not on PATH ({why})")
+    return found
 
 # -- file descriptors ---------------------------------------------------------------
 

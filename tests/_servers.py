@@ -13,9 +13,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests._otlp import OTLPReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,14 +89,17 @@ class DaphneWorker:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> DaphneWorker:
+    def command(self) -> list[str]:
+        """The daphne command line (subclasses add options)."""
         bindir = Path(sys.executable).parent
         daphne = str(bindir / "daphne")
-        command = [*[str(bindir / p) if (bindir / p).exists() else p for p in self.prefix],
-                   daphne, "-b", "127.0.0.1", "-p", str(self.port), self.app]
+        return [*[str(bindir / p) if (bindir / p).exists() else p for p in self.prefix],
+                daphne, "-b", "127.0.0.1", "-p", str(self.port), self.app]
+
+    def start(self, timeout: float = 30.0) -> DaphneWorker:
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                self.command(), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         wait_for_port(self.port, timeout, self.process, self.log)
@@ -116,3 +125,63 @@ class DaphneWorker:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+@contextmanager
+def running(*workers: DaphneWorker, start_timeout: float = 30.0, join_timeout: float = 45.0,
+            log_tail: int = 4000) -> Iterator[tuple[DaphneWorker, ...]]:
+    """Start ``workers`` in parallel, fail on any worker traceback, stop them at the end.
+
+    They start at once because Django's import dominates start-up and two cores are
+    available. ``log_tail`` characters of each log are printed (shown on failure); 0: none.
+    """
+    errors: list[BaseException] = []
+
+    def start(worker: DaphneWorker) -> None:
+        try:
+            worker.start(timeout=start_timeout)
+        except BaseException as exc:  # re-raised in the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(join_timeout)
+    try:
+        if errors:
+            raise errors[0]
+        yield workers
+        for worker in workers:
+            # Any traceback in a worker (a failed export, a consumer crash) fails the test.
+            assert "Traceback" not in worker.output(), worker.output()[-4000:]
+    finally:
+        for worker in workers:
+            worker.stop()
+            if log_tail:
+                print(f"--- {worker.name} log ---\n{worker.output()[-log_tail:]}")
+
+
+@contextmanager
+def two_workers(
+    redis_url: str, backend: str = "redis", prefix: str = "otel",
+    extra_env: dict[str, str] | None = None, command_prefix: list[str] | None = None,
+    join_timeout: float = 45.0, log_tail: int = 4000,
+) -> Iterator[tuple[OTLPReceiver, DaphneWorker, DaphneWorker]]:
+    """An OTLP receiver and two tests/project workers (A, B) on one channel layer.
+
+    The layer's prefix is ``prefix`` plus a random suffix, unique per call;
+    ``command_prefix`` runs daphne under another command (``opentelemetry-instrument``).
+    """
+    with OTLPReceiver() as receiver:
+        env = {
+            **receiver.env(),
+            "CHANNEL_BACKEND": backend,
+            "CHANNEL_PREFIX": f"{prefix}{uuid.uuid4().hex[:12]}",
+            "REDIS_URL": redis_url,
+            **(extra_env or {}),
+        }
+        workers = (DaphneWorker(env, name="worker-a", prefix=command_prefix),
+                   DaphneWorker(env, name="worker-b", prefix=command_prefix))
+        with running(*workers, join_timeout=join_timeout, log_tail=log_tail):
+            yield receiver, workers[0], workers[1]

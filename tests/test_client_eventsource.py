@@ -31,7 +31,8 @@ from otel_channels.client import (
     TracedWebSocketClient,
 )
 from tests._compat import timeout as time_limit
-from tests.test_client_websocket import e2e_cluster, only, wait_spans
+from tests._otlp import one_span, wait_spans
+from tests.test_client_websocket import e2e_cluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -603,7 +604,7 @@ async def test_one_trace_from_websocket_send_to_the_sse_client(redis_url: str, s
             for s in found) for name, service in (
                 ("process room_{id}", "worker-b"), ("receive /ws/chat/<room>/", None),
                 ("group_send room_{id}", None),
-            )) and any(s.name == "connect /events/<room>/" for s in found))
+            )) and any(s.name == "connect /events/<room>/" for s in found), timeout=20.0)
 
     receive = next(s for s in server if s.name == "receive /ws/chat/<room>/"
                    and s.trace_id == trace_id)
@@ -622,7 +623,7 @@ async def test_one_trace_from_websocket_send_to_the_sse_client(redis_url: str, s
     assert f"{client_receive.parent.span_id:016x}" == hub_process.span_id
     # The SSE handshake: the view's connect span is the child of the client's.
     client_connect = spans.one("connect /events/<room>/")
-    server_connect = only(server, "connect /events/<room>/", "worker-b")
+    server_connect = one_span(server, "connect /events/<room>/", "worker-b")
     assert server_connect.kind == "SERVER"
     assert server_connect.parent_span_id == f"{client_connect.context.span_id:016x}"
     assert server_connect.trace_id == f"{client_connect.context.trace_id:032x}"

@@ -11,9 +11,7 @@ import asyncio
 import json
 import random
 import socket
-import threading
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,8 +25,8 @@ from otel_channels import client as client_module
 from otel_channels._carrier import format_traceparent
 from otel_channels.client import TracedWebSocketClient
 from tests._compat import timeout as time_limit
-from tests._otlp import OTLPReceiver, Span
-from tests._servers import DaphneWorker
+from tests._otlp import OTLPReceiver, Span, one_span, wait_spans
+from tests._servers import DaphneWorker, two_workers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -526,65 +524,13 @@ async def test_unsampled_parent_records_nothing(server: EchoServer, spans: Any) 
 def e2e_cluster(redis_url: str, extra_env: dict[str, str] | None = None
                 ) -> Iterator[tuple[OTLPReceiver, DaphneWorker, DaphneWorker]]:
     """An OTLP receiver and two daphne workers of tests/project on one Redis layer."""
-    with OTLPReceiver() as receiver:
-        env = {
-            **receiver.env(),
-            "CHANNEL_BACKEND": "redis",
-            "CHANNEL_PREFIX": f"otelclient{uuid.uuid4().hex[:12]}",
-            "REDIS_URL": redis_url,
-            **(extra_env or {}),
-        }
-        workers = [DaphneWorker(env, name="worker-a"), DaphneWorker(env, name="worker-b")]
-        errors: list[BaseException] = []
-
-        def start(worker: DaphneWorker) -> None:
-            try:
-                worker.start()
-            except BaseException as exc:  # re-raised in the test thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start, args=(w,)) for w in workers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(45)
-        try:
-            if errors:
-                raise errors[0]
-            yield receiver, workers[0], workers[1]
-            for worker in workers:
-                assert "Traceback" not in worker.output(), worker.output()[-4000:]
-        finally:
-            for worker in workers:
-                worker.stop()
-                print(f"--- {worker.name} log ---\n{worker.output()[-3000:]}")
-
-
-async def wait_spans(receiver: OTLPReceiver, predicate: Callable[[list[Span]], bool],
-                     timeout: float = 20.0) -> list[Span]:
-    """Exported spans once ``predicate`` holds (polled without blocking the event loop)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        with receiver.lock:
-            found = list(receiver.spans)
-        if predicate(found):
-            return found
-        if loop.time() > deadline:
-            names = sorted(f"{s.service}:{s.name}" for s in found)
-            raise AssertionError(f"timed out; have {names}")
-        await asyncio.sleep(0.05)
+    with two_workers(redis_url, "redis", "otelclient", extra_env, log_tail=3000) as found:
+        yield found
 
 
 def hex_ids(span: Any) -> tuple[str, str]:
     """``(trace id, span id)`` of an in-process SDK span, as the OTLP receiver spells them."""
     return f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
-
-
-def only(spans: list[Span], name: str, service: str) -> Span:
-    found = [s for s in spans if s.name == name and s.service == service]
-    assert len(found) == 1, (name, service, [(s.service, s.name) for s in spans])
-    return found[0]
 
 
 CHAT_TRACED = "/ws/chat-traced/<room>/"
@@ -619,7 +565,7 @@ async def test_one_trace_from_client_send_through_two_workers_and_back(redis_url
         server = await wait_spans(receiver, lambda found: (
             sum(s.name == "process room_{id}" and s.trace_id == trace_id for s in found) == 3
             and any(s.name == f"receive {route}" for s in found)
-            and sum(s.name.startswith("connect ") for s in found) == 3))
+            and sum(s.name.startswith("connect ") for s in found) == 3), timeout=20.0)
 
     # Handshakes: each server connect span is the child of the client's connect span.
     client_connects = {hex_ids(s)[1]: s for s in spans.all() if s.name.startswith("connect ")}
@@ -631,10 +577,10 @@ async def test_one_trace_from_client_send_through_two_workers_and_back(redis_url
         assert span.trace_id == hex_ids(client_connects[span.parent_span_id])[0]
 
     # alice's send -> receive (worker-a) -> group_send (worker-a) -> process on both workers
-    receive = only(server, f"receive {route}", "worker-a")
+    receive = one_span(server, f"receive {route}", "worker-a")
     assert (receive.kind, receive.trace_id, receive.parent_span_id) == (
         "CONSUMER", trace_id, send_id)
-    group_send = only(server, "group_send room_{id}", "worker-a")
+    group_send = one_span(server, "group_send room_{id}", "worker-a")
     assert (group_send.kind, group_send.trace_id, group_send.parent_span_id) == (
         "PRODUCER", trace_id, receive.span_id)
     assert group_send.attributes["messaging.destination.name"] == f"room_{room}"

@@ -19,14 +19,14 @@ import random
 import string
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import django
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,6 +34,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests._otlp import OTLPReceiver
 from tests._servers import DaphneWorker, free_port
+from tests._servers import running as start_all
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -88,31 +89,9 @@ def example_worker(database_url: str, name: str, port: int | None = None,
     )
 
 
-@contextmanager
-def running(*workers: DaphneWorker) -> Iterator[tuple[DaphneWorker, ...]]:
+def running(*workers: DaphneWorker) -> AbstractContextManager[tuple[DaphneWorker, ...]]:
     """Start workers in parallel (Django's import dominates start-up); stop them at the end."""
-    errors: list[BaseException] = []
-
-    def start(worker: DaphneWorker) -> None:
-        try:
-            worker.start(timeout=60)
-        except BaseException as exc:  # re-raised in the test thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(worker,)) for worker in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    try:
-        if errors:
-            raise errors[0]
-        yield workers
-        for worker in workers:
-            assert "Traceback" not in worker.output(), worker.output()[-4000:]
-    finally:
-        for worker in workers:
-            worker.stop()
+    return start_all(*workers, start_timeout=60, join_timeout=90, log_tail=0)
 
 
 def room_name() -> str:
@@ -469,6 +448,8 @@ async def test_sse_follower_receives_websocket_and_http_messages(server: DaphneW
     assert all(e.get("id") for e in events)  # every event has an id (Last-Event-ID replay)
 
 
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="Django 4.2 does not see SSE disconnects "
+                    "while streaming (README, Server-Sent Events)")
 async def test_stats_counts_open_websockets_and_streams_per_route(server: DaphneWorker) -> None:
     url = f"{server.url}/stats/"
     before = await get_json(url)
@@ -536,7 +517,9 @@ async def test_trace_feed_streams_the_fan_out_and_never_feeds_itself(
         assert process["links"][0] == {"trace_id": producer["trace_id"],
                                        "span_id": producer["span_id"]}
         assert process["start_us"] >= producer["start_us"]
-    connects = [s for s in spans if s["name"] == f"connect {CHAT_ROUTE}"]
+    # this room's connects only: the feed may also carry late spans of earlier tests
+    connects = [s for s in spans if s["name"] == f"connect {CHAT_ROUTE}"
+                and s["attributes"].get("url.path") == f"/ws/chat/{room}/"]
     # receive links the sender's connect span; each process links its consumer's connect span
     connect_ids = {s["span_id"] for s in connects}
     assert {link["span_id"] for link in receive["links"]} <= connect_ids

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
@@ -24,8 +22,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests._otlp import MetricPoint, OTLPReceiver, Span
-from tests._servers import DaphneWorker
+from tests._otlp import MetricPoint, OTLPReceiver, Span, one_span, wait_spans
+from tests._servers import DaphneWorker, two_workers
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -47,42 +45,9 @@ def cluster(
 
     ``command_prefix`` runs daphne under another command (``opentelemetry-instrument``).
     """
-    prefix = f"otelmw{uuid.uuid4().hex[:12]}"
-    with OTLPReceiver() as receiver:
-        env = {
-            **receiver.env(),
-            "CHANNEL_BACKEND": backend,
-            "CHANNEL_PREFIX": prefix,
-            "REDIS_URL": redis_url,
-            **(extra_env or {}),
-        }
-        workers = (DaphneWorker(env, name="worker-a", prefix=command_prefix),
-                   DaphneWorker(env, name="worker-b", prefix=command_prefix))
-        errors: list[BaseException] = []
-
-        def start(worker: DaphneWorker) -> None:
-            try:
-                worker.start()
-            except BaseException as exc:  # re-raised in the test thread below
-                errors.append(exc)
-
-        # Both start at once: Django's import dominates and two cores are available.
-        threads = [threading.Thread(target=start, args=(w,)) for w in workers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(40)
-        try:
-            if errors:
-                raise errors[0]
-            yield receiver, workers[0], workers[1]
-            for worker in workers:
-                # Any traceback in a worker (a failed export, a consumer crash) fails the test.
-                assert "Traceback" not in worker.output(), worker.output()[-4000:]
-        finally:
-            for worker in workers:
-                worker.stop()
-                print(f"--- {worker.name} log ---\n{worker.output()[-4000:]}")  # shown on failure
+    with two_workers(redis_url, backend, "otelmw", extra_env, command_prefix,
+                     join_timeout=40) as found:
+        yield found
 
 
 class Client:
@@ -117,22 +82,6 @@ async def clients(a: DaphneWorker, b: DaphneWorker, room: str) -> AsyncIterator[
         for name, url in urls.items():
             found[name] = Client(name, await stack.enter_async_context(connect(url)))
         yield found
-
-
-async def wait_spans(
-    receiver: OTLPReceiver, predicate: Callable[[list[Span]], bool], timeout: float = 15.0
-) -> list[Span]:
-    """The received spans once ``predicate`` holds (polled without blocking the loop)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with receiver.lock:
-            found = list(receiver.spans)
-        if predicate(found):
-            return found
-        if time.monotonic() > deadline:
-            names = sorted(f"{s.service}:{s.name}" for s in found)
-            raise AssertionError(f"timed out waiting for spans; have {names}")
-        await asyncio.sleep(0.05)
 
 
 def latest(
@@ -200,7 +149,7 @@ def assert_fanout(spans: list[Span], producer: Span, group: str, a: DaphneWorker
         assert span.attributes["channels.message.type"] == "chat.message"
         assert span.attributes["channels.message.delivery.delay"] >= 0.0
     for service in ("worker-a", "worker-b"):
-        connect_span = one(spans, f"connect {CHAT_ROUTE}", service)
+        connect_span = one_span(spans, f"connect {CHAT_ROUTE}", service)
         mine = [s for s in processes if s.service == service]
         traced = [s for s in mine if (connect_span.trace_id, connect_span.span_id) in s.links]
         plain = [s for s in mine if s not in traced]
@@ -213,12 +162,6 @@ def assert_fanout(spans: list[Span], producer: Span, group: str, a: DaphneWorker
         # The traced consumer's outbound frame is an event on its process span.
         assert traced[0].events == ["websocket.send"]
         assert plain[0].events == []
-
-
-def one(spans: list[Span], name: str, service: str) -> Span:
-    found = [s for s in spans if s.name == name and s.service == service]
-    assert len(found) == 1, (name, service, [f"{s.service}:{s.name}" for s in spans])
-    return found[0]
 
 
 # -- tests -----------------------------------------------------------------------
@@ -247,9 +190,9 @@ async def test_fanout_across_two_workers(backend: str, redis_url: str) -> None:
                     s.name == f"receive {CHAT_ROUTE}" for s in spans)
 
             spans = await wait_spans(receiver, chat_done)
-            receive = one(spans, f"receive {CHAT_ROUTE}", "worker-a")
+            receive = one_span(spans, f"receive {CHAT_ROUTE}", "worker-a")
             assert receive.kind == "CONSUMER"
-            producer = one(spans, f"group_send {TEMPLATE}", "worker-a")
+            producer = one_span(spans, f"group_send {TEMPLATE}", "worker-a")
             assert producer.trace_id == receive.trace_id
             assert producer.parent_span_id == receive.span_id
             assert_fanout(spans, producer, group, a, b)
@@ -266,7 +209,7 @@ async def test_fanout_across_two_workers(backend: str, redis_url: str) -> None:
 
             spans = await wait_spans(
                 receiver, lambda s: sum(x.name == f"process {TEMPLATE}" for x in s) >= 8)
-            http_producer = one(spans, f"group_send {TEMPLATE}", "worker-b")
+            http_producer = one_span(spans, f"group_send {TEMPLATE}", "worker-b")
             assert http_producer.parent_span_id == ""  # no server span: a new trace
             assert http_producer.trace_id != producer.trace_id
             assert_fanout(spans, http_producer, group, a, b)

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -56,6 +54,7 @@ from tests._reliability import (
     exceptions_in,
     latest_by_attributes,
     redis_fault_run,
+    require_redis_server,
 )
 from tests.project.sse import RoomEvents
 
@@ -71,12 +70,7 @@ OUTAGE_ERRORS = ("redis.exceptions.ConnectionError", "ConnectionRefusedError",
 
 @pytest.fixture
 def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found is None:
-        if os.environ.get("REQUIRE_REDIS") == "1":
-            pytest.fail("REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH (this test kills and restarts its own)")
-    return found
+    return require_redis_server("this test kills and restarts its own")
 
 
 async def wait_until(predicate: Any, timeout: float, what: str) -> None:

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import shutil
 import time
 from typing import Any
 
@@ -42,10 +40,11 @@ from tests._otlp import OTLPReceiver
 from tests._reliability import (
     Cluster,
     RedisServer,
+    active_connections,
     churn,
     exceptions_in,
     group_members,
-    latest_by_attributes,
+    require_redis_server,
     worker_state,
 )
 
@@ -60,20 +59,7 @@ RSS_BOUND = 8 * 1024 * 1024
 
 @pytest.fixture
 def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found is None:
-        if os.environ.get("REQUIRE_REDIS") == "1":
-            pytest.fail("REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH (the soak runs its own)")
-    return found
-
-
-def active(receiver: OTLPReceiver, service: str, protocol: str) -> float | None:
-    """Latest cumulative active-connection count of one worker and protocol (all routes)."""
-    points = [p for p in latest_by_attributes(
-        receiver, "channels.server.active_connections", service).values()
-        if p.attributes.get("network.protocol.name") == protocol]
-    return sum(p.value or 0.0 for p in points) if points else None
+    return require_redis_server("the soak runs its own")
 
 
 async def settled_state(cluster: Cluster, baseline: dict[str, Any],
@@ -110,14 +96,14 @@ async def test_churn_soak_leaves_nothing_behind(redis_server_binary: str) -> Non
         members = group_members(redis, cluster.prefix)
 
         async def counted_down() -> bool:
-            return all(active(receiver, w.name, protocol) == 0
+            return all(active_connections(receiver, w.name, protocol) == 0
                        for w in cluster.workers for protocol in ("websocket", "sse"))
 
         for _ in range(60):
             if await counted_down():
                 break
             await asyncio.sleep(0.25)
-        counts = {(w.name, p): active(receiver, w.name, p)
+        counts = {(w.name, p): active_connections(receiver, w.name, p)
                   for w in cluster.workers for p in ("websocket", "sse")}
         print("soak:", json.dumps({
             "warmup": warm.as_dict(), "soak": stats.as_dict(), "fresh": fresh, "before": before,

@@ -32,9 +32,7 @@ not the ones these tests are about.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 
 import pytest
 
@@ -45,6 +43,7 @@ from tests._reliability import (
     RedisServer,
     StormResult,
     raise_nofile,
+    require_redis_server,
     storm,
 )
 
@@ -60,11 +59,7 @@ NEEDED_FDS = N_WEBSOCKET + N_SSE + 200
 @pytest.fixture
 def storm_ready() -> int:
     """``redis-server`` on PATH and enough file descriptors; returns the raised soft limit."""
-    strict = os.environ.get("REQUIRE_REDIS") == "1"
-    if shutil.which("redis-server") is None:
-        if strict:
-            pytest.fail("REQUIRE_REDIS=1 but redis-server is not on PATH")
-        pytest.skip("redis-server is not on PATH (the storm runs its own)")
+    require_redis_server("the storm runs its own")
     soft, _ = raise_nofile()
     if soft < NEEDED_FDS:
         pytest.skip(f"RLIMIT_NOFILE hard limit {soft} < {NEEDED_FDS} needed for the storm")

@@ -17,10 +17,10 @@ import uuid
 from typing import Any
 
 import pytest
-import redis
 
 from otel_channels import _replay
 from otel_channels.broadcast import abroadcast
+from tests._redis import delete_keys
 from tests._servers import DaphneWorker
 from tests.conftest import redis_layer_config
 
@@ -112,11 +112,7 @@ async def test_chromium_eventsource_resumes_after_the_server_drops_it(redis_url,
             print(restarted.output()[-3000:])
         print(worker.output()[-3000:])
         _replay.reset()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_keys(redis_url, prefix)
 
     assert got == [[event_id, json.dumps({"text": f"e{n}"}, separators=(",", ":"))]
                    for n, event_id in enumerate(ids, 1)]  # in order, none missed, none twice

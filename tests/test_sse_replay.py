@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import string
 import threading
 import time
@@ -25,7 +24,8 @@ from otel_channels.broadcast import abroadcast, broadcast
 from otel_channels.testing import EventStreamCommunicator
 from tests._compat import timeout as time_limit
 from tests._otlp import OTLPReceiver
-from tests._servers import DaphneWorker
+from tests._redis import CommandLog, delete_keys
+from tests._servers import DaphneWorker, running
 from tests.conftest import redis_layer_config
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(90)]
@@ -44,11 +44,7 @@ def redis_layer(redis_url: str, backend: str = "channels_redis.core.RedisChannel
             yield prefix
         finally:
             _replay.reset()
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-            client.close()
+            delete_keys(redis_url, prefix)
 
 
 # -- the log on Redis Streams -----------------------------------------------------------
@@ -128,39 +124,6 @@ async def test_view_on_redis_replays_from_the_stream_log(redis_url, metric_reade
         await asyncio.sleep(0.05)
         assert all(not hub.subscriptions for hub in _hub.hubs())
         assert metric_reader.sum("channels.sse.replay", channels__sse__replay__outcome="hit") == 1
-
-
-class CommandLog:
-    """Redis MONITOR lines naming our key prefix (other tests share the server)."""
-
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(redis_url)
-        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
-        self.sock.sendall(b"MONITOR\r\n")
-        self.file = self.sock.makefile("rb")
-        assert self.file.readline().startswith(b"+OK")
-        self.prefix = prefix.encode()
-        self.lines: list[bytes] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.file:
-                if self.prefix in line:
-                    self.lines.append(line)
-        except (OSError, ValueError):  # closed by close()
-            pass
-
-    def mark(self) -> int:
-        return len(self.lines)
-
-    def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
 
 
 async def test_redis_commands_per_broadcast_do_not_grow_with_streams(redis_url):
@@ -289,21 +252,10 @@ def two_workers(redis_url: str, prefix: str, receiver: OTLPReceiver, backend: st
     env = {**receiver.env(), "CHANNEL_BACKEND": backend, "CHANNEL_PREFIX": prefix,
            "REDIS_URL": redis_url}
     workers = [DaphneWorker(env, name="sse-a"), DaphneWorker(env, name="sse-b")]
-    threads = [threading.Thread(target=w.start) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(40)
-    try:
+    with running(*workers, join_timeout=40, log_tail=3000):
         for worker in workers:
             assert worker.process is not None and worker.process.poll() is None, worker.output()
         yield workers
-        for worker in workers:
-            assert "Traceback" not in worker.output(), worker.output()[-4000:]
-    finally:
-        for worker in workers:
-            worker.stop()
-            print(f"--- {worker.name} ---\n{worker.output()[-3000:]}")
 
 
 def latest_value(receiver: OTLPReceiver, name: str, service: str, route: str) -> float | None:

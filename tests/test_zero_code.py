@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from otel_channels.instrumentation import ChannelsInstrumentor
-from tests._otlp import Span
+from tests._otlp import Span, one_span, wait_spans
 from tests.test_multiworker import (
     CHAT_ROUTE,
     TEMPLATE,
@@ -29,9 +29,7 @@ from tests.test_multiworker import (
     cluster,
     latest,
     new_room,
-    one,
     wait_metrics,
-    wait_spans,
 )
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.redis, pytest.mark.timeout(60)]
@@ -71,11 +69,11 @@ async def test_opentelemetry_instrument_traces_fanout_across_workers(redis_url: 
             spans = await wait_spans(
                 receiver, lambda s: sum(x.name == f"process {TEMPLATE}" for x in s) >= 8)
 
-        receive = one(spans, f"receive {CHAT_ROUTE}", "worker-a")  # route template recorded
-        producer = one(spans, f"group_send {TEMPLATE}", "worker-a")
+        receive = one_span(spans, f"receive {CHAT_ROUTE}", "worker-a")  # route template recorded
+        producer = one_span(spans, f"group_send {TEMPLATE}", "worker-a")
         assert producer.parent_span_id == receive.span_id
         assert_fanout(spans, producer, f"room_{room}", a, b)
-        assert_fanout(spans, one(spans, f"group_send {TEMPLATE}", "worker-b"),
+        assert_fanout(spans, one_span(spans, f"group_send {TEMPLATE}", "worker-b"),
                       f"room_{room}", a, b)
         for client in ws.values():
             assert all("_otel" not in raw for raw in client.frames)
@@ -125,6 +123,6 @@ async def test_disabled_instrumentations_turns_the_entry_point_off(redis_url: st
     processes = [s for s in spans if s.name == "process"]
     assert sorted(s.service for s in processes) == ["worker-a", "worker-b"]
     for span in processes:
-        connect_span = one(spans, "connect ChatConsumer", span.service)
+        connect_span = one_span(spans, "connect ChatConsumer", span.service)
         assert span.parent_span_id == ""
         assert span.links == [(connect_span.trace_id, connect_span.span_id)]

@@ -6,8 +6,8 @@ from opentelemetry import propagate
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 
 
-class ChatConsumer(TracedAsyncJsonWebsocketConsumer):
-    """``{"text": ...}`` in -> broadcast to ``room_<room>``; broadcasts out as JSON."""
+class RoomMember:
+    """Joins group ``room_<room>`` on connect and leaves it on disconnect."""
 
     async def connect(self):
         self.group = f"room_{self.scope['url_route']['kwargs']['room']}"
@@ -16,6 +16,10 @@ class ChatConsumer(TracedAsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         await self.channel_layer.group_discard(self.group, self.channel_name)
+
+
+class ChatConsumer(RoomMember, TracedAsyncJsonWebsocketConsumer):
+    """``{"text": ...}`` in -> broadcast to ``room_<room>``; broadcasts out as JSON."""
 
     async def receive_json(self, content, **kwargs):
         await self.channel_layer.group_send(
@@ -37,16 +41,8 @@ class TraceReplyChatConsumer(ChatConsumer):
         await self.send_json(reply)
 
 
-class PlainChatConsumer(AsyncJsonWebsocketConsumer):
+class PlainChatConsumer(RoomMember, AsyncJsonWebsocketConsumer):
     """A plain Channels consumer in the same room: the instrumentor covers it."""
-
-    async def connect(self):
-        self.group = f"room_{self.scope['url_route']['kwargs']['room']}"
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
-
-    async def disconnect(self, code):
-        await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def chat_message(self, event):
         await self.send_json(event)
