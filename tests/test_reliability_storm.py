@@ -109,5 +109,6 @@ async def test_storm_fails_with_the_stock_host_string(storm_ready: int) -> None:
     # lands on the pool the WebSocket storm exhausted fails, and its streams end at once
     # (200, empty body: EventSource retries); none hangs.
     assert result.sse == {"http 200": N_SSE}
+    # How many joins hit the exhausted pool depends on timing (on a slow run all of them
+    # did): the invariant is that every stream either got the broadcast or ended.
     assert result.delivered_sse + result.sse_ended == N_SSE, result.as_dict()
-    assert result.delivered_sse > 0
