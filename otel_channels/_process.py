@@ -13,11 +13,13 @@ Either way it also links the consumer's ``connect`` span when there is one.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
@@ -178,23 +180,12 @@ async def process(
 
 
 #: Exceptions Channels uses for control flow: never errors.
-def _control_flow() -> tuple[type[BaseException], ...]:
-    import asyncio
-
-    from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
-
-    return (StopConsumer, AcceptConnection, DenyConnection, asyncio.CancelledError,
-            GeneratorExit)
-
-
-_CONTROL_FLOW: tuple[type[BaseException], ...] | None = None
+_CONTROL_FLOW = (StopConsumer, AcceptConnection, DenyConnection, asyncio.CancelledError,
+                 GeneratorExit)
 
 
 def record_exception(span: trace.Span, exc: BaseException) -> None:
     """Record ``exc`` on ``span`` unless it is Channels' control flow."""
-    global _CONTROL_FLOW
-    if _CONTROL_FLOW is None:
-        _CONTROL_FLOW = _control_flow()
     if isinstance(exc, _CONTROL_FLOW) or not span.is_recording():
         return
     span.record_exception(exc)

@@ -43,15 +43,13 @@ async def _produce(
     if not isinstance(message, dict) or _PRODUCING.get():
         return await wrapped(target, message)  # the layer raises its own error
     key = config["CARRIER_KEY"]
+    if config["STRICT_PAYLOADS"]:
+        check_payload(message, key)  # on every path: tests must catch what Redis would break
     telemetry = _telemetry.get()
     if not telemetry.active():
-        if config["STRICT_PAYLOADS"]:
-            check_payload(message, key)
         return await wrapped(target, message)  # no SDK installed: nothing to carry
     if not is_instrumentation_enabled():
         return await _produce_suppressed(wrapped, target, message, key, group)
-    if config["STRICT_PAYLOADS"]:
-        check_payload(message, key)
     if group:
         template = group_template(target, config["GROUP_TEMPLATE"])
         name = f"group_send {template}"
@@ -67,16 +65,14 @@ async def _produce(
 
     span: trace.Span | None = None
     if keep:
-        span = telemetry.tracer.start_span(name, kind=SpanKind.PRODUCER)
+        attributes = {**metric_attributes, sc.MESSAGING_DESTINATION_NAME: target}
+        if not group:
+            attributes[sc.MESSAGING_DESTINATION_TEMPORARY] = True
+        message_type = message.get("type")
+        if isinstance(message_type, str):
+            attributes[sc.CHANNELS_MESSAGE_TYPE] = message_type[:256]
+        span = telemetry.tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
         ctx = span.get_span_context()
-        if span.is_recording():
-            span.set_attributes(metric_attributes)
-            span.set_attribute(sc.MESSAGING_DESTINATION_NAME, target)
-            if not group:
-                span.set_attribute(sc.MESSAGING_DESTINATION_TEMPORARY, True)
-            message_type = message.get("type")
-            if isinstance(message_type, str):
-                span.set_attribute(sc.CHANNELS_MESSAGE_TYPE, message_type[:256])
     else:
         ctx = current if current.is_valid else _sampling.DROPPED_SPAN_CONTEXT
 
@@ -100,7 +96,7 @@ async def _produce(
         telemetry.operation_duration.record(time.perf_counter() - start, error_attributes)
         raise
     else:
-        telemetry.sent_messages.cell_for((name, group), metric_attributes)[0] += 1
+        telemetry.sent_messages.cell_for(template, metric_attributes)[0] += 1
         if span is not None:  # durations for sampled sends only; counts for all
             telemetry.operation_duration.record(time.perf_counter() - start, metric_attributes)
         return result

@@ -335,7 +335,7 @@ class Connection:
         self.frames_in += 1
         self.count_in[0] += 1
         config = self.config
-        if not self.active and self.protective is False:
+        if not self.active and not self.protective:
             return await dispatch(message)  # no SDK and no protective setting: no work
         text = message.get("text")
         if self.rejected:

@@ -84,3 +84,11 @@ async def test_unknown_type_dropped_and_counted_with_drop_policy(spans, metric_r
                if s.attributes.get("error.type") == "unknown_type"]
     assert len(dropped) == 1
     assert metric_reader.sum("channels.messages.dropped", error__type="unknown_type") == 1
+
+
+async def test_strict_payloads_also_under_suppressed_instrumentation():
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with override_settings(OTEL_CHANNELS={"STRICT_PAYLOADS": True}), \
+            suppress_instrumentation(), pytest.raises(TypeError, match="UUID"):
+        await get_channel_layer().group_send("strict", {"type": "x", "u": uuid.uuid4()})
