@@ -118,8 +118,8 @@ class Envelope:
 class LocalStream:
     """A stream's bounded queue, fed by the hub (sync, on the hub's loop)."""
 
-    __slots__ = ("pending", "capacity", "policy", "wake", "accepted", "dropped",
-                 "unreported", "overflowed", "metric_attributes", "__weakref__")
+    __slots__ = ("pending", "capacity", "policy", "wake", "accepted", "unreported",
+                 "overflowed", "metric_attributes", "__weakref__")
 
     def __init__(self, capacity: int, policy: str, metric_attributes: dict[str, Any]) -> None:
         self.pending: deque[Envelope] = deque()
@@ -127,7 +127,6 @@ class LocalStream:
         self.policy = policy
         self.wake = asyncio.Event()
         self.accepted: dict[str, tuple[int, int]] = {}
-        self.dropped = 0
         self.unreported = 0  # dropped since the last stream-reset was written
         self.overflowed = False
         self.metric_attributes = metric_attributes
@@ -150,7 +149,6 @@ class LocalStream:
                 return False
             self.accepted[envelope.group] = position
         if self.overflowed:  # closing: counted, not queued
-            self.dropped += 1
             _telemetry.get().sse_dropped.add(1, self.metric_attributes)
             return False
         if len(self.pending) >= self.capacity:
@@ -159,12 +157,10 @@ class LocalStream:
                 lost = len(self.pending) + 1
                 self.pending.clear()
                 self.overflowed = True
-                self.dropped += lost
                 telemetry.sse_dropped.add(lost, self.metric_attributes)
                 self.wake.set()
                 return False
             self.pending.popleft()
-            self.dropped += 1
             self.unreported += 1
             telemetry.sse_dropped.add(1, self.metric_attributes)
         self.pending.append(envelope)
