@@ -4,9 +4,14 @@ A plain ``dict[str, str | float]`` under one reserved key (``CARRIER_KEY``,
 default ``"_otel"``), safe for msgpack (channels-redis) and JSON::
 
     {"traceparent": "00-<trace>-<span>-01", "tracestate": "...",   # W3C
-     "destination": "chat_42", "sent_at": 1764121200.123}          # group, time.time()
+     "destination": "chat_42", "sent_at": 1764121200.123,          # group, time.time()
+     "id": "5f1c0e9a2b7d4c11-2a"}                                   # unique per message
 
-``destination`` is absent for ``channel_layer.send`` to a single channel.
+``destination`` is absent for ``channel_layer.send`` to a single channel. The
+``id`` is unique per sent message (a random per-process prefix and a
+counter), present even when no SDK is installed: identical messages are never
+taken for one, and every worker tells the deliveries of one message apart from
+another's by it.
 The caller's message is never mutated: :func:`attach` returns a new dict and
 :func:`detach` returns the message without the key. Anything malformed in a
 received carrier (untraced or hostile producers) is ignored, never raised.
@@ -15,7 +20,9 @@ received carrier (untraced or hostile producers) is ignored, never raised.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import os
 from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
@@ -68,9 +75,41 @@ def json_traceparent(text: str, key: str) -> SpanContext | None:
     return parse_traceparent(content.get(key), content.get("tracestate"))
 
 
+def _reseed() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(8).hex() + "-"
+    _id_counter = itertools.count(1)
+
+
+_id_prefix = ""
+_id_counter = itertools.count(1)
+_reseed()
+os.register_at_fork(after_in_child=_reseed)  # forked workers must not repeat their parent's ids
+
+
+def new_id() -> str:
+    """A message id unique across processes: random per process, then a counter."""
+    return f"{_id_prefix}{next(_id_counter):x}"
+
+
+def message_key(carrier: dict[str, Any] | None) -> Any:
+    """What tells this message's deliveries apart from another message's, or None."""
+    if carrier is None:
+        return None
+    key = carrier.get("id")
+    if isinstance(key, str):
+        return key
+    # A producer without ids: a sampled traceparent is its own send's span, unique.
+    traceparent = carrier.get("traceparent")
+    if isinstance(traceparent, str) and len(traceparent) == 55 and traceparent[-1] in "13579bdf":
+        return traceparent
+    return None
+
+
 def build(ctx: SpanContext, destination: str | None, sent_at: float) -> dict[str, Any]:
     """The carrier for a message sent under span context ``ctx``."""
-    carrier: dict[str, Any] = {"traceparent": format_traceparent(ctx), "sent_at": sent_at}
+    carrier: dict[str, Any] = {"traceparent": format_traceparent(ctx), "sent_at": sent_at,
+                               "id": new_id()}
     if ctx.trace_state:
         carrier["tracestate"] = ctx.trace_state.to_header()
     if destination is not None:
@@ -93,8 +132,8 @@ def detach(message: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str,
     """``(message without key, carrier or None)``; a non-dict value under key yields None."""
     if key not in message:
         return message, None
-    clean = {k: v for k, v in message.items() if k != key}
-    carrier = message[key]
+    clean = dict(message)
+    carrier = clean.pop(key)
     return clean, carrier if isinstance(carrier, dict) else None
 
 

@@ -54,10 +54,12 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import _carrier, _process, _telemetry
 from . import _semconv as sc
+from ._fanout import TABLE
 from ._names import group_template
 from ._replay import ZERO, Entry, fingerprint, get_log, parse_id
 from ._sse_wire import ServerSentEvent
@@ -362,26 +364,29 @@ class Hub:
             sub.last_id, sub.last = found[-1].id, parse_id(found[-1].id) or sub.last
 
     async def handle(self, sub: GroupSubscription, raw: dict[str, Any]) -> None:
-        """One receipt: number it, trace it, fan it out."""
+        """One receipt: number it, trace it, fan it out.
+
+        A receipt is one delivery of the message on this worker, however many
+        streams it reaches: one ``process`` span when sampled (never subject to
+        the fan-out budget), counted like a consumer's delivery.
+        """
         config = get_config()
         telemetry = _telemetry.get()
-        delivery = _process.Delivery(raw, config)
-        if delivery.group is None:  # an uninstrumented producer: the subscription knows
-            delivery.group, delivery.template = sub.group, sub.template
-            # Delivery's attributes are shared and read-only: a new dict, not an update.
-            delivery.attributes = {**delivery.attributes,
-                                   sc.MESSAGING_DESTINATION_TEMPLATE: sub.template}
-        keep = delivery.keep
-        delivery.record_receipt(telemetry, keep)
-        span = delivery.start_span(telemetry, config) if keep else None
+        message, carrier = _carrier.detach(raw, config["CARRIER_KEY"])
+        # A carrier-less message (an uninstrumented producer): the subscription knows the group.
+        record = TABLE.lookup(carrier, message.get("type"), config, telemetry, group=sub.group)
+        record.consumed[0] += 1
+        first = record.started == 0
+        record.started += 1
+        now = time.time()
+        span = _process.start_span(record, telemetry, None, now) if record.sampled else None
+        token = otel_context.attach(
+            record.dropped_context if span is None
+            else trace.set_span_in_context(span, record.handler_context)
+        )
         start = time.perf_counter()
         try:
-            if span is None:
-                await self._deliver(sub, delivery, raw, None)
-            else:
-                with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                    set_status_on_exception=False):
-                    await self._deliver(sub, delivery, raw, span)
+            await self._deliver(sub, message, carrier, raw, span)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -389,21 +394,23 @@ class Hub:
                 _process.record_exception(span, exc)
             logger.warning("SSE delivery on group %r failed", sub.group, exc_info=True)
         finally:
-            if span is not None:  # durations for sampled receipts only, as in _process
-                telemetry.process_duration.record(time.perf_counter() - start,
-                                                  delivery.attributes)
+            if span is not None:
+                if first:
+                    _process.record_histograms(record, telemetry, now,
+                                               time.perf_counter() - start)
                 span.end()
+            otel_context.detach(token)
 
-    async def _deliver(self, sub: GroupSubscription, delivery: _process.Delivery,
-                       raw: dict[str, Any], span: trace.Span | None) -> None:
-        carrier = delivery.carrier
+    async def _deliver(self, sub: GroupSubscription, message: dict[str, Any],
+                       carrier: dict[str, Any] | None, raw: dict[str, Any],
+                       span: trace.Span | None) -> None:
         producer_tp = carrier.get("traceparent") if carrier else None
         traceparent: str | None
         if span is not None and span.get_span_context().trace_flags.sampled:
             traceparent = _carrier.format_traceparent(span.get_span_context())
         else:
             traceparent = producer_tp if isinstance(producer_tp, str) else None
-        envelopes = await self._number(sub, delivery, raw, traceparent)
+        envelopes = await self._number(sub, message, carrier, raw, traceparent)
         reached: set[LocalStream] = set()
         for envelope in envelopes:
             for stream in list(sub.streams):
@@ -415,14 +422,15 @@ class Hub:
             if envelopes and envelopes[-1].id is not None:
                 span.set_attribute(sc.MESSAGING_MESSAGE_ID, envelopes[-1].id)
 
-    async def _number(self, sub: GroupSubscription, delivery: _process.Delivery,
-                      raw: dict[str, Any], traceparent: str | None) -> list[Envelope]:
+    async def _number(self, sub: GroupSubscription, message: dict[str, Any],
+                      carrier: dict[str, Any] | None, raw: dict[str, Any],
+                      traceparent: str | None) -> list[Envelope]:
         """The envelopes this receipt delivers, in log order (none if already delivered)."""
-        message, group = delivery.message, sub.group
+        group = sub.group
         log = get_log(self.alias)
         if log is None:
             return [Envelope(group, None, message, traceparent)]
-        carrier = delivery.carrier or {}
+        carrier = carrier or {}
         carried_id, carried_prev = carrier.get(SSE_ID), carrier.get(SSE_PREV)
         if (carrier.get(SSE_GROUP) == group and isinstance(carried_id, str)
                 and isinstance(carried_prev, str) and parse_id(carried_id) is not None

@@ -2,32 +2,47 @@
 
 Used by the traced consumers, by plain Channels consumers once
 :class:`~otel_channels.instrumentation.ChannelsInstrumentor` is on, and by the
-SSE hub. One ``process {group}`` CONSUMER span per handled message:
+SSE hub. A handled message is a ``process {group}`` CONSUMER span:
 
 * ``GROUP_MESSAGE_PARENT="producer"`` (default): child of the producer span
   and linked to it, so a fan-out stays in one trace;
 * ``"link"``: a new trace, linked to the producer.
 
 Either way it also links the consumer's ``connect`` span when there is one.
+
+Per broadcast and worker only ``MAX_PROCESS_SPANS_PER_BROADCAST`` sampled
+deliveries get that span; the rest run untraced and are tallied
+(:mod:`._fanout`), except failed or slow ones, which get their span after the
+fact. ``messaging.client.consumed.messages`` counts every delivery; the
+duration histograms (``messaging.process.duration``,
+``channels.message.delivery.duration``) get one point per sampled message
+per worker: its first delivery there (an SSE hub receipt is one), whatever the
+budget. An SDK histogram record costs about a quarter of a delivery, so one
+per member would double the cost of a fan-out.
+
+Hot path: nothing here allocates for a delivery that is not sampled or is
+past the budget beyond the carrier-less copy of the message; the record of
+the broadcast (:class:`._fanout.Broadcast`) holds everything prepared once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import _carrier, _sampling, _telemetry
 from . import _semconv as sc
-from ._names import group_template
+from ._fanout import TABLE, Broadcast
 from .conf import get_config
+
+Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 
 #: ASGI event types that come from the client, never from the channel layer.
 CLIENT_EVENT_TYPES = frozenset({
@@ -35,78 +50,13 @@ CLIENT_EVENT_TYPES = frozenset({
     "http.request", "http.disconnect", "lifespan.startup", "lifespan.shutdown",
 })
 
+#: Exceptions Channels uses for control flow: never errors.
+_CONTROL_FLOW = (StopConsumer, AcceptConnection, DenyConnection, asyncio.CancelledError,
+                 GeneratorExit)
 
-@functools.lru_cache(maxsize=1024)
-def _metric_attributes(template: str | None) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-        sc.MESSAGING_OPERATION_TYPE: "process",
-    }
-    if template is not None:
-        attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template
-    return attributes
-
-
-class Delivery:
-    """What the carrier of one received channel-layer message says."""
-
-    __slots__ = ("message", "carrier", "group", "template", "producer", "sent_at", "attributes")
-
-    def __init__(self, message: dict[str, Any], config: dict[str, Any]) -> None:
-        self.message, self.carrier = _carrier.detach(message, config["CARRIER_KEY"])
-        self.group = _carrier.destination(self.carrier)
-        self.template = group_template(self.group, config["GROUP_TEMPLATE"]) if self.group else None
-        self.producer = _carrier.remote_context(self.carrier)
-        self.sent_at = _carrier.sent_at(self.carrier)
-        # Low cardinality, shared per template (read-only): also the metric attributes.
-        self.attributes = _metric_attributes(self.template)
-
-    @property
-    def keep(self) -> bool:
-        """Follow the producer's decision; untraced producers get a fresh draw."""
-        if self.producer is not None:
-            return self.producer.trace_flags.sampled
-        return _sampling.draw(get_config()["MESSAGE_SAMPLE_RATE"])
-
-    def record_receipt(self, telemetry: _telemetry.Telemetry, sampled: bool = True) -> None:
-        """Count the message; its delivery latency too when it is sampled."""
-        telemetry.consumed_messages.cell_for(self.template, self.attributes)[0] += 1
-        if sampled and self.sent_at is not None:
-            delay = max(0.0, time.time() - self.sent_at)
-            telemetry.delivery_duration.record(delay, self.attributes)
-
-    def start_span(
-        self,
-        telemetry: _telemetry.Telemetry,
-        config: dict[str, Any],
-        extra_links: Sequence[SpanContext] = (),
-        attributes: dict[str, Any] | None = None,
-    ) -> trace.Span:
-        links = [Link(self.producer)] if self.producer is not None else []
-        links.extend(Link(ctx) for ctx in extra_links if ctx is not None and ctx.is_valid)
-        if self.producer is not None and config["GROUP_MESSAGE_PARENT"] == "producer":
-            parent = trace.set_span_in_context(
-                trace.NonRecordingSpan(self.producer), otel_context.Context()
-            )
-        else:
-            parent = otel_context.Context()  # a new trace
-        span_attributes = {**self.attributes, sc.MESSAGING_OPERATION_NAME: "process"}
-        if self.group is not None:
-            span_attributes[sc.MESSAGING_DESTINATION_NAME] = self.group
-        else:
-            span_attributes[sc.MESSAGING_DESTINATION_TEMPORARY] = True
-        message_type = self.message.get("type")
-        if isinstance(message_type, str):
-            span_attributes[sc.CHANNELS_MESSAGE_TYPE] = message_type[:256]
-        if self.sent_at is not None:
-            span_attributes[sc.CHANNELS_DELIVERY_DELAY] = max(0.0, time.time() - self.sent_at)
-        if attributes:
-            span_attributes.update(attributes)
-        # One attributes dict at start (not set_attribute calls): one lock, one pass.
-        return telemetry.tracer.start_span(
-            f"process {self.template}" if self.template else "process",
-            context=parent, kind=SpanKind.CONSUMER, links=links, attributes=span_attributes,
-        )
+_set_span_in_context = trace.set_span_in_context
+_attach, _detach = otel_context.attach, otel_context.detach
+_DROPPED_SPAN = _sampling.DROPPED_SPAN
 
 
 def has_handler(consumer: Any, message: dict[str, Any]) -> bool:
@@ -117,77 +67,240 @@ def has_handler(consumer: Any, message: dict[str, Any]) -> bool:
     return not name.startswith("_") and getattr(consumer, name, None) is not None
 
 
-async def process(
+def process(
     consumer: Any,
     message: dict[str, Any],
-    dispatch: Callable[[dict[str, Any]], Awaitable[Any]],
-    connect_context: SpanContext | None = None,
+    dispatch: Dispatch,
     holder: Any = None,
-) -> Any:
-    """Handle one channel-layer ``message`` with ``dispatch`` inside a ``process`` span.
+) -> Awaitable[Any]:
+    """The awaitable that handles one channel-layer ``message`` with ``dispatch``.
 
-    ``holder`` (a traced connection) gets the span as ``active_span`` while the
-    handler runs, so its outbound frames find it without a context lookup.
+    ``holder`` is a traced connection: its config, telemetry and ``connect``
+    link are used, and it gets the span being handled as ``active_span``, so
+    its outbound frames find it without a context lookup. A plain function
+    returning an awaitable: with no SDK installed it is Channels' own
+    ``dispatch`` coroutine, with no frame of ours around it.
     """
-    config = get_config()
-    telemetry = _telemetry.get()
-    if not telemetry.active() and config["UNKNOWN_MESSAGE_POLICY"] == "raise":
+    if holder is not None:
+        config, telemetry, active = holder.config, holder.telemetry, holder.active
+    else:
+        config, telemetry = get_config(), _telemetry.get()
+        active = telemetry.active()
+    key = config["CARRIER_KEY"]
+    if not active and config["UNKNOWN_MESSAGE_POLICY"] == "raise":
         # No SDK installed: only make sure the carrier never reaches the handler.
-        key = config["CARRIER_KEY"]
-        return await dispatch(_carrier.detach(message, key)[0] if key in message else message)
-    delivery = Delivery(message, config)
-    keep = delivery.keep
-    delivery.record_receipt(telemetry, keep)
-    if config["UNKNOWN_MESSAGE_POLICY"] == "drop" and not has_handler(consumer, delivery.message):
-        # Channels would raise ValueError and kill this consumer (and, for a group
-        # message, every consumer in the group): record, count, drop instead.
-        telemetry.dropped_messages.add(1, {**delivery.attributes, sc.ERROR_TYPE: "unknown_type"})
-        span = delivery.start_span(telemetry, config, (connect_context,) if connect_context else ())
-        if span.is_recording():
-            span.set_attribute(sc.ERROR_TYPE, "unknown_type")
-            span.set_status(Status(StatusCode.ERROR, "no handler for message type"))
-        span.end()
-        return None
+        return dispatch(_carrier.detach(message, key)[0] if key in message else message)
+    return _process(consumer, message, dispatch, holder, config, telemetry)
 
-    if not keep:
-        # Not sampled: no span and no duration histograms, only the count above.
-        token = otel_context.attach(_sampling.DROPPED_CONTEXT)
+
+async def _process(
+    consumer: Any,
+    message: dict[str, Any],
+    dispatch: Dispatch,
+    holder: Any,
+    config: Any,
+    telemetry: _telemetry.Telemetry,
+) -> Any:
+    clean, carrier = _carrier.detach(message, config["CARRIER_KEY"])
+    record = TABLE.lookup(carrier, clean.get("type"), config, telemetry)
+    record.consumed[0] += 1
+    if config["UNKNOWN_MESSAGE_POLICY"] == "drop" and not has_handler(consumer, clean):
+        _drop_unknown(record, telemetry, holder)
+        return None
+    first = record.started == 0
+    record.started += 1
+    if not record.sampled:
+        # Not sampled: no span, no histogram; what the handler starts is dropped too.
+        token = _attach(record.dropped_context)
         if holder is not None:
-            holder.active_span = _sampling.DROPPED_SPAN
+            holder.active_span = _DROPPED_SPAN
         try:
-            return await dispatch(delivery.message)
+            return await dispatch(clean)
         finally:
-            otel_context.detach(token)
+            _detach(token)
             if holder is not None:
                 holder.active_span = None
+    budget = config["MAX_PROCESS_SPANS_PER_BROADCAST"]
+    if budget is None or record.key is None:  # a span per delivery (or an unshared record)
+        return await _traced(record, clean, dispatch, holder, telemetry, config, first, False)
+    if record.spans < budget:
+        record.spans += 1
+        return await _traced(record, clean, dispatch, holder, telemetry, config, first, True)
+    return await _past_budget(record, clean, dispatch, holder, telemetry, config, first)
 
-    span = delivery.start_span(telemetry, config, (connect_context,) if connect_context else ())
-    start = time.perf_counter()
+
+def start_span(
+    record: Broadcast,
+    telemetry: _telemetry.Telemetry,
+    connect: Link | None,
+    now: float,
+    start_time: int | None = None,
+) -> trace.Span:
+    """The ``process`` span of one delivery of ``record``'s message."""
+    delay = record.delay(now)
+    attributes = record.span_attributes
+    if delay is not None:
+        attributes = {**attributes, sc.CHANNELS_DELIVERY_DELAY: delay}
+    # One attributes dict at start (not set_attribute calls): one lock, one pass.
+    return telemetry.tracer.start_span(
+        record.span_name, context=record.parent, kind=SpanKind.CONSUMER,
+        links=record.links(connect), attributes=attributes, start_time=start_time,
+    )
+
+
+def record_histograms(
+    record: Broadcast, telemetry: _telemetry.Telemetry, started: float, duration: float
+) -> None:
+    """The duration histograms' point for a message's first delivery on this worker."""
+    attributes = record.metric_attributes
+    delay = record.delay(started)
+    if delay is not None:
+        telemetry.delivery_duration.record(delay, attributes)
+    telemetry.process_duration.record(duration, attributes)
+
+
+async def _traced(
+    record: Broadcast,
+    clean: dict[str, Any],
+    dispatch: Dispatch,
+    holder: Any,
+    telemetry: _telemetry.Telemetry,
+    config: Any,
+    first: bool,
+    tally: bool,
+) -> Any:
+    """A delivery within the budget: a ``process`` span around the handler.
+
+    ``tally``: a budget applies, so the broadcast's summary counts this delivery.
+    """
+    now = time.time()
+    if tally and not record.first_ns:
+        record.first_ns = time.time_ns()
+    span = start_span(record, telemetry, holder.connect_link if holder is not None else None,
+                      now)
+    token = _attach(_set_span_in_context(span, record.handler_context))
     if holder is not None:
         holder.active_span = span
+    failed = False
+    start = time.perf_counter()
     try:
-        with trace.use_span(span, end_on_exit=False, record_exception=False,
-                            set_status_on_exception=False):
-            return await dispatch(delivery.message)
+        return await dispatch(clean)
     except BaseException as exc:
-        record_exception(span, exc)
+        failed = record_exception(span, exc)
         raise
     finally:
+        duration = time.perf_counter() - start
         if holder is not None:
             holder.active_span = None
-        telemetry.process_duration.record(time.perf_counter() - start, delivery.attributes)
+        threshold = config["SLOW_PROCESS_THRESHOLD"]
+        slow = threshold is not None and duration > threshold
+        if slow:
+            span.set_attribute(sc.CHANNELS_DELIVERY_SLOW, True)
+        if first:  # inside the span's context: the histogram points carry it as exemplar
+            record_histograms(record, telemetry, now, duration)
+        _detach(token)
         span.end()
+        if tally:
+            record.last_ns = time.time_ns()
+            record.deliveries += 1
+            record.recorded += 1
+            record.failed += failed
+            record.slow += slow
+            if duration > record.max_duration:
+                record.max_duration = duration
 
 
-#: Exceptions Channels uses for control flow: never errors.
-_CONTROL_FLOW = (StopConsumer, AcceptConnection, DenyConnection, asyncio.CancelledError,
-                 GeneratorExit)
+async def _past_budget(
+    record: Broadcast,
+    clean: dict[str, Any],
+    dispatch: Dispatch,
+    holder: Any,
+    telemetry: _telemetry.Telemetry,
+    config: Any,
+    first: bool,
+) -> Any:
+    """A delivery past the budget: no span object unless it fails or is slow."""
+    token = _attach(record.dropped_context)
+    if holder is not None:
+        holder.active_span = _DROPPED_SPAN
+    record.in_flight += 1
+    start_ns = time.time_ns()
+    if not record.first_ns:
+        record.first_ns = start_ns
+    failure: BaseException | None = None
+    try:
+        return await dispatch(clean)
+    except BaseException as exc:
+        if not isinstance(exc, _CONTROL_FLOW):
+            failure = exc
+        raise
+    finally:
+        end_ns = time.time_ns()
+        _detach(token)
+        if holder is not None:
+            holder.active_span = None
+        record.in_flight -= 1
+        record.deliveries += 1
+        record.last_ns = end_ns
+        duration = (end_ns - start_ns) / 1e9
+        if duration > record.max_duration:
+            record.max_duration = duration
+        threshold = config["SLOW_PROCESS_THRESHOLD"]
+        slow = threshold is not None and duration > threshold
+        if failure is not None or slow:
+            record.recorded += 1
+            record.failed += failure is not None
+            record.slow += slow
+            _span_after_the_fact(record, telemetry, holder, start_ns, end_ns, failure, slow)
+        elif not record.pending:
+            TABLE.mark_pending(record)
+        if first:
+            record_histograms(record, telemetry, start_ns / 1e9, duration)
 
 
-def record_exception(span: trace.Span, exc: BaseException) -> None:
-    """Record ``exc`` on ``span`` unless it is Channels' control flow."""
-    if isinstance(exc, _CONTROL_FLOW) or not span.is_recording():
+def _span_after_the_fact(
+    record: Broadcast,
+    telemetry: _telemetry.Telemetry,
+    holder: Any,
+    start_ns: int,
+    end_ns: int,
+    failure: BaseException | None,
+    slow: bool,
+) -> None:
+    """The ``process`` span a failed or slow delivery past the budget would have had."""
+    span = start_span(record, telemetry, holder.connect_link if holder is not None else None,
+                      start_ns / 1e9, start_time=start_ns)
+    if slow:
+        span.set_attribute(sc.CHANNELS_DELIVERY_SLOW, True)
+    if failure is not None:
+        record_exception(span, failure, timestamp=end_ns)
+    span.end(end_time=end_ns)
+
+
+def _drop_unknown(record: Broadcast, telemetry: _telemetry.Telemetry, holder: Any) -> None:
+    """``UNKNOWN_MESSAGE_POLICY="drop"``: a message no handler takes is recorded and dropped.
+
+    Channels would raise ValueError and kill this consumer (and, for a group
+    message, every consumer in the group).
+    """
+    telemetry.dropped_messages.add(1, {**record.metric_attributes,
+                                       sc.ERROR_TYPE: "unknown_type"})
+    if not record.sampled:
         return
-    span.record_exception(exc)
-    span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:256]))
+    span = start_span(record, telemetry, holder.connect_link if holder is not None else None,
+                      time.time())
+    if span.is_recording():
+        span.set_attribute(sc.ERROR_TYPE, "unknown_type")
+        span.set_status(Status(StatusCode.ERROR, "no handler for message type"))
+    span.end()
+
+
+def record_exception(span: trace.Span, exc: BaseException, timestamp: int | None = None) -> bool:
+    """Record ``exc`` on ``span`` unless it is Channels' control flow; True if it is an error."""
+    if isinstance(exc, _CONTROL_FLOW):
+        return False
+    if span.is_recording():
+        span.record_exception(exc, timestamp=timestamp)
+        span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:256]))
+    return True

@@ -8,8 +8,9 @@ Every span here is short (DESIGN.md, "Trace model"):
   the idle wait before it): a new trace linking ``connect`` (``FRAME_TRACE_MODE
   ="link"``), or its child (``"child"``), or the child of a ``traceparent``
   carried in a JSON frame;
-* ``send {route}`` PRODUCER per outbound frame when ``SEND_SPANS`` is on,
-  otherwise a ``websocket.send`` event on the span being handled;
+* ``send {route}`` PRODUCER per outbound frame when ``SEND_SPANS`` is on, or a
+  ``websocket.send`` event on the span being handled when ``SEND_EVENTS`` is
+  (both off by default: an outbound frame is counted, not traced on its own);
 * ``disconnect {route}`` INTERNAL with close code, status, duration, frame
   counts, linked to ``connect``;
 * ``process {group}`` for channel-layer messages (see :mod:`._process`).
@@ -25,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
@@ -142,10 +144,12 @@ class Connection:
         self.protective = self.config["MAX_FRAME_SIZE"] is not None or (
             self.config["MAX_FRAME_RATE"] is not None
         )
+        self.trace_sends = self.config["SEND_EVENTS"] or self.config["SEND_SPANS"]
         self.consumer_name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
         self.connect_span: trace.Span | None = None
         self.connect_context: SpanContext | None = None
+        self.connect_link: Link | None = None  # built once: every process span links it
         self.active_span: trace.Span | None = None
         self.accepted_at: float | None = None
         self.counted = False
@@ -203,6 +207,8 @@ class Connection:
         )
         self.connect_span = span
         self.connect_context = span.get_span_context()
+        if self.connect_context.is_valid:
+            self.connect_link = Link(self.connect_context)
         if span.is_recording():
             span.set_attributes(self._connect_attributes(headers))
         try:
@@ -257,24 +263,37 @@ class Connection:
     # -- outbound ASGI messages ----------------------------------------------
 
     def wrap_send(self, send: ASGISend) -> ASGISend:
-        """The ASGI ``send`` the consumer gets: sees accept, close and every frame."""
+        """The ASGI ``send`` the consumer gets: sees accept, close and every frame.
+
+        A plain function returning the server's awaitable: an untraced frame
+        adds no coroutine frame of ours.
+        """
 
         restricted = application_codes_only(send)
 
-        async def traced_send(message: dict[str, Any]) -> None:
+        def traced_send(message: dict[str, Any]) -> Awaitable[None]:
             message_type = message.get("type")
             if message_type == "websocket.send":
-                await self._send_frame(message, send)
-                return
+                self.frames_out += 1
+                if not self.active:
+                    return send(message)  # no SDK installed
+                self.count_out[0] += 1
+                span = self.active_span
+                if span is None:
+                    span = trace.get_current_span()
+                if not span.is_recording() or not self.trace_sends:
+                    return send(message)  # untraced, or traced frames are off: counted
+                return self._send_traced(message, send, span)
             if message_type == "websocket.accept":
                 self._on_accept(message)
             elif message_type == "websocket.close":
                 if restricted:
                     message = sendable_close(message)
                 self._on_close(message)
-            await send(message)
+            return send(message)
 
-        self.send = traced_send
+        # Marked as a coroutine function: sync consumers hand it to async_to_sync.
+        self.send = markcoroutinefunction(traced_send)
         return traced_send
 
     def _on_accept(self, message: dict[str, Any]) -> None:
@@ -295,16 +314,9 @@ class Connection:
         if self.accepted_at is None:
             self._end_connect("rejected", self.closed_by_server)
 
-    async def _send_frame(self, message: dict[str, Any], send: ASGISend) -> None:
-        self.frames_out += 1
-        self.count_out[0] += 1
-        if not self.active:
-            await send(message)  # no SDK installed
-            return
-        current = self.active_span or trace.get_current_span()
-        if not current.is_recording():
-            await send(message)  # untraced: counted, nothing else
-            return
+    async def _send_traced(self, message: dict[str, Any], send: ASGISend,
+                           current: trace.Span) -> None:
+        """An outbound frame inside a recording span, with ``SEND_EVENTS`` or ``SEND_SPANS`` on."""
         telemetry = self.telemetry
         text = message.get("text")
         size = size_of(text, message.get("bytes"))
@@ -335,8 +347,6 @@ class Connection:
         self.frames_in += 1
         self.count_in[0] += 1
         config = self.config
-        if not self.active and not self.protective:
-            return await dispatch(message)  # no SDK and no protective setting: no work
         text = message.get("text")
         if self.rejected:
             return None  # closing: frames already in flight are not handled
@@ -483,11 +493,8 @@ class Connection:
 
     # -- channel-layer messages ----------------------------------------------
 
-    async def on_layer_message(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        connect = self.connect_context
-        return await _process.process(
-            self.consumer, message, dispatch, connect if connect is not None else None, self
-        )
+    def on_layer_message(self, message: dict[str, Any], dispatch: Dispatch) -> Awaitable[Any]:
+        return _process.process(self.consumer, message, dispatch, self)
 
     # -- disconnect ------------------------------------------------------------
 
@@ -560,16 +567,21 @@ class TracedConsumerMixin:
         finally:
             connection.finish()
 
-    async def dispatch(self, message: dict[str, Any]) -> Any:
+    def dispatch(self, message: dict[str, Any]) -> Awaitable[Any]:
+        # A plain function returning an awaitable: with no SDK, Channels' own dispatch
+        # coroutine runs with no frame of ours around it.
         dispatch = super().dispatch  # type: ignore[misc]
         connection = self._otel
         if connection.carrier_key in message:  # from the channel layer, whatever its type
-            return await connection.on_layer_message(message, dispatch)
+            return connection.on_layer_message(message, dispatch)
         message_type = message.get("type")
         if message_type == "websocket.receive":
-            return await connection.on_frame(message, dispatch, self._otel_json_frames)
+            if not connection.active and not connection.protective:
+                connection.frames_in += 1  # no SDK and no protective setting: no other work
+                return dispatch(message)  # type: ignore[no-any-return]
+            return connection.on_frame(message, dispatch, self._otel_json_frames)
         if message_type == "websocket.connect":
-            return await connection.on_connect(message, dispatch)
+            return connection.on_connect(message, dispatch)
         if message_type == "websocket.disconnect":
-            return await connection.on_disconnect(message, dispatch)
-        return await connection.on_layer_message(message, dispatch)
+            return connection.on_disconnect(message, dispatch)
+        return connection.on_layer_message(message, dispatch)

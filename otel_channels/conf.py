@@ -59,6 +59,10 @@ def _is_positive_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
+def _is_count_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+
+
 def _is_str_list(v: Any) -> bool:
     return isinstance(v, (list, tuple, set, frozenset)) and all(isinstance(x, str) for x in v)
 
@@ -95,10 +99,15 @@ SPECS: dict[str, Spec] = {
                                  "a non-empty str or None"),
     "MAX_FRAME_SIZE": Spec(None, _is_positive_int_or_none, "a positive int (bytes) or None"),
     "SSE_HEARTBEAT": Spec(15, _is_positive_number, "a positive number of seconds"),
+    "MAX_PROCESS_SPANS_PER_BROADCAST": Spec(10, _is_count_or_none,
+                                            "an int >= 0, or None (a span per delivery)"),
+    "SLOW_PROCESS_THRESHOLD": Spec(0.5, lambda v: v is None or _is_positive_number(v),
+                                   "a positive number of seconds, or None"),
     # --- keys of our own (documented in the README settings table) ---
     "MAX_FRAME_RATE": Spec(None, lambda v: v is None or _is_positive_number(v),
                            "a positive number of frames per second, or None"),
     "SEND_SPANS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
+    "SEND_EVENTS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
     "MAX_SPANS_PER_CONNECTION": Spec(1000, _is_positive_int_or_none, "a positive int or None"),
     "IGNORED_FRAMES": Spec((), _is_str_list, "a list of str (exact frame texts)"),
     "SPAN_HOOK": Spec(None, _is_callable_or_path,

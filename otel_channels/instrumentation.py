@@ -46,7 +46,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from . import _process, _producer, _telemetry
+from . import _fanout, _process, _producer, _telemetry
 from ._names import ROUTE_SCOPE_KEY, pattern_template
 from ._package import _instruments
 from .conf import get_config
@@ -69,12 +69,14 @@ class _RouteRecorder:
         self.application = application
         self.template = template
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         # URLRouter hands each route a fresh scope dict, so adding a key is safe;
         # a nested URLRouter copies it and its own recorder appends to it.
         prefix = scope.get(ROUTE_SCOPE_KEY) or "/"
         scope[ROUTE_SCOPE_KEY] = prefix.rstrip("/") + "/" + self.template.lstrip("/")
-        return await self.application(scope, receive, send)
+        # The application's own awaitable: no frame of ours stays in the consumer's
+        # await chain (every resumption of the connection walks that chain).
+        return self.application(scope, receive, send)
 
     def __getattr__(self, name: str) -> Any:  # consumer_class, consumer_initkwargs, ...
         return getattr(self.application, name)
@@ -128,10 +130,10 @@ def _dispatch_loop(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
     client_events = _process.CLIENT_EVENT_TYPES
 
-    async def traced_dispatch(message: dict[str, Any]) -> Any:
+    def traced_dispatch(message: dict[str, Any]) -> Any:
         if message.get("type") in client_events and get_config()["CARRIER_KEY"] not in message:
-            return await dispatch(message)
-        return await _process.process(consumer, message, dispatch)
+            return dispatch(message)
+        return _process.process(consumer, message, dispatch)
 
     return wrapped(consumer_callables, traced_dispatch)
 
@@ -146,6 +148,7 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         _telemetry.configure(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
+        _fanout.TABLE.clear()  # records hold the previous providers' counter cells
         self._wrapped = []
         for module_name, class_name in LAYER_CLASSES:
             try:
@@ -172,3 +175,4 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped = []
         _forget_routes()
         _telemetry.reset()
+        _fanout.TABLE.clear()

@@ -110,6 +110,14 @@ class Metrics:
             if all(point.attributes.get(k.replace("__", ".")) == v for k, v in attributes.items())
         )
 
+    def total(self, name: str, **attributes: Any) -> float:
+        """Sum of the values recorded by a histogram whose attributes include ``attributes``."""
+        self.collect()
+        return sum(
+            point.sum for point in self.points.get(name, [])
+            if all(point.attributes.get(k.replace("__", ".")) == v for k, v in attributes.items())
+        )
+
     def attributes(self, name: str) -> list[dict[str, Any]]:
         self.collect()
         return [dict(point.attributes) for point in self.points.get(name, [])]

@@ -77,7 +77,7 @@ async def test_json_consumer_spans_kinds_links_and_attributes(spans):
     assert connect.attributes["channels.consumer"] == "EchoJson"
     assert receive.attributes["websocket.message.type"] == "text"
     assert receive.attributes["messaging.message.body.size"] == len(json.dumps({"message": SECRET}))
-    assert [event.name for event in receive.events] == ["websocket.send"]
+    assert receive.events == ()  # an outbound frame is counted, not traced (SEND_EVENTS off)
     assert disconnect.attributes["websocket.close.code"] == 1000
     assert disconnect.attributes["channels.connection.status"] == "closed"
     assert disconnect.attributes["channels.frames.received"] == 1
@@ -88,6 +88,26 @@ async def test_json_consumer_spans_kinds_links_and_attributes(spans):
             assert "abc" not in str(value)
         for event in span.events:
             assert SECRET not in str(dict(event.attributes))
+
+
+@pytest.mark.parametrize("consumer", [Echo, SyncEcho, EchoJson, SyncEchoJson])
+async def test_send_events_setting_records_each_outbound_frame(spans, metric_reader, consumer):
+    with override_settings(OTEL_CHANNELS={"SEND_EVENTS": True}):
+        comm = WebsocketCommunicator(router(consumer), "/chat/r1/")
+        assert (await comm.connect())[0]
+        await comm.send_to(text_data=json.dumps({"a": 1}))
+        reply = await comm.receive_from()
+        await comm.disconnect()
+    receive = spans.one("receive /chat/<room>/")
+    (event,) = receive.events
+    assert event.name == "websocket.send"
+    assert dict(event.attributes) == {
+        "websocket.message.type": "text", "messaging.message.body.size": len(reply),
+    }
+    assert spans.named("send /chat/<room>/") == []  # an event, not a span
+    size = {"name": "channels.websocket.message.size", "network__io__direction": "transmit"}
+    assert metric_reader.count(**size) == 1
+    assert metric_reader.total(**size) == len(reply)
 
 
 @pytest.mark.parametrize("consumer", [Echo, SyncEcho, EchoJson, SyncEchoJson])

@@ -177,7 +177,7 @@ async def test_double_instrument_is_harmless(spans: Spans) -> None:
     received = await layer.receive(channel)
     assert len(spans.named("group_send room_{id}")) == 1  # one span, not two
     assert spans.names() == ["group_send room_{id}"]  # InMemory's inner send adds none
-    assert set(received["_otel"]) == {"traceparent", "destination", "sent_at"}  # not nested
+    assert set(received["_otel"]) == {"traceparent", "destination", "sent_at", "id"}  # not nested
 
 
 async def test_tracer_and_meter_provider_are_honoured(

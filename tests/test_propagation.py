@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -178,14 +179,15 @@ def parent_ids(span: ReadableSpan) -> tuple[int, int] | None:
 
 
 def assert_carrier(carrier: Any, producer: ReadableSpan, destination: str | None) -> None:
-    """A plain msgpack-safe dict: traceparent, destination (groups only), sent_at."""
+    """A plain msgpack-safe dict: traceparent, destination (groups only), sent_at, id."""
     assert type(carrier) is dict
-    expected = {"traceparent", "sent_at"} | ({"destination"} if destination else set())
+    expected = {"traceparent", "sent_at", "id"} | ({"destination"} if destination else set())
     assert set(carrier) == expected, carrier
     assert carrier["traceparent"] == traceparent(producer)
     if destination:
         assert carrier["destination"] == destination
     assert type(carrier["sent_at"]) is float and abs(time.time() - carrier["sent_at"]) < 10
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+", carrier["id"]), carrier["id"]
     assert msgpack.unpackb(msgpack.packb(carrier)) == carrier
     assert json.loads(json.dumps(carrier)) == carrier
 

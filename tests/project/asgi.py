@@ -18,6 +18,7 @@ from django.urls import path  # noqa: E402
 from tests.project.consumers import (  # noqa: E402
     ChatConsumer,
     EchoConsumer,
+    FlakyConsumer,
     PlainChatConsumer,
     TraceReplyChatConsumer,
 )
@@ -27,6 +28,7 @@ websocket_routes = [
     path("ws/plain/<str:room>/", PlainChatConsumer.as_asgi()),
     path("ws/chat-traced/<str:room>/", TraceReplyChatConsumer.as_asgi()),
     path("ws/echo/<str:room>/", EchoConsumer.as_asgi()),
+    path("ws/flaky/<str:room>/", FlakyConsumer.as_asgi()),
 ]
 
 application = ProtocolTypeRouter({

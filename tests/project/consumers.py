@@ -53,3 +53,15 @@ class EchoConsumer(TracedAsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         await self.send_json(content)
+
+
+class FlakyConsumer(ChatConsumer):
+    """ChatConsumer whose handler raises on every 7th delivery in this worker process."""
+
+    deliveries = 0
+
+    async def chat_message(self, event):
+        FlakyConsumer.deliveries += 1
+        if FlakyConsumer.deliveries % 7 == 0:
+            raise RuntimeError(f"flaky delivery {FlakyConsumer.deliveries}")
+        await self.send_json(event)
