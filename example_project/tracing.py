@@ -9,10 +9,13 @@ processor is added to it.
 
 :class:`LiveSpanProcessor` keeps finished spans in a bounded queue (``on_end``
 is an append, nothing else) and a task on the server's event loop publishes
-them every 250 ms as one ``{"type": "spans", ...}`` message to the channel-layer
-group ``otel_traces``. The ``/traces/`` page follows that group through the
-project's own ``EventStreamView``, so with two workers on Redis the spans of
-both arrive in one picture. Publishing runs under ``suppress_instrumentation()``:
+them every 250 ms as one ``spans`` event to the channel-layer group
+``otel_traces`` with ``abroadcast()``, which also keeps it in the group's
+bounded replay log (``SSE_REPLAY_MAXLEN`` batches, in Redis when the layer is).
+The ``/traces/`` page follows that group through the project's own
+``EventStreamView``, so with two workers on Redis the spans of both arrive in
+one picture, and a page opened later first gets the log's tail (see
+``TraceEventsView``). Publishing runs under ``suppress_instrumentation()``:
 the ``group_send`` makes no span and its deliveries are not traced, otherwise
 every batch would create spans for the next batch, forever.
 
@@ -216,19 +219,20 @@ class LiveSpanProcessor(SpanProcessor):
         """Publish everything queued now; returns the number of spans sent."""
         from channels.layers import get_channel_layer
 
-        layer = get_channel_layer()
+        from otel_channels.broadcast import abroadcast
+
+        if get_channel_layer() is None:
+            return 0
         sent = 0
         while True:
             batch = self._take()
-            if not batch or layer is None:
+            if not batch:
                 return sent
-            message = {
-                "type": "spans",
-                "worker": self.worker.as_dict(),
-                "spans": [span_record(span) for span in batch],
-            }
+            data = {"worker": self.worker.as_dict(), "spans": [span_record(span) for span in batch]}
             with suppress_instrumentation():
-                await layer.group_send(self.group, message)
+                # abroadcast(), not a plain group_send: the batch is logged for replay even
+                # while no page is open, so /traces/ opened later starts with the recent spans.
+                await abroadcast(self.group, "spans", data)
             sent += len(batch)
             self.published += len(batch)
 

@@ -16,6 +16,9 @@ import asyncio
 import json
 import os
 import random
+import re
+import signal
+import socket
 import string
 import subprocess
 import sys
@@ -33,7 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests._otlp import OTLPReceiver
-from tests._servers import DaphneWorker, free_port
+from tests._servers import DaphneWorker, free_port, wait_for_port
 from tests._servers import running as start_all
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
@@ -413,6 +416,19 @@ async def test_post_message_command_stores_the_message(server: DaphneWorker,
         ("ops", "from cli", "chat-cli", "cli")
     ]
     assert result.stdout.startswith(f"message {stored[0]['id']} posted to #{room} (trace ")
+    # No REDIS_URL (example_env's default): the command says its broadcast reached no worker.
+    assert "warning: REDIS_URL is not set" in result.stderr, result.stderr
+    assert "reaches no running worker" in result.stderr
+    assert f"REDIS_URL=redis://127.0.0.1:6379/0 python manage.py post_message {room} ops " \
+           "'from cli'" in result.stderr
+    assert "warning" not in result.stdout
+
+
+def test_post_message_help_documents_the_exit_status_without_redis(database: str) -> None:
+    result = manage(database, "help", "post_message")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "without it the message is only stored (a warning on stderr, exit status 0)" in text
 
 
 async def test_pages_render(server: DaphneWorker) -> None:
@@ -535,6 +551,34 @@ async def test_trace_feed_streams_the_fan_out_and_never_feeds_itself(
     assert secret not in "\n".join(traces.raw)  # names and ids only, never payloads
 
 
+async def test_trace_view_opened_after_the_messages_gets_their_spans(
+    server: DaphneWorker,
+) -> None:
+    room = room_name()
+    group = f"chat_{room}"
+    async with chat(server, room) as alice:  # no trace feed is open on any worker
+        await alice.action(action="chat", user="alice", text="before the page")
+        await alice.frame()
+    await asyncio.sleep(1.0)  # several publish ticks: the spans left before anyone watched
+    async with event_stream(f"{server.url}/traces/events/") as traces:
+        events = await traces.until(lambda e: fan_out_trace(spans_of(e), group, 1), 10)
+    trace = fan_out_trace(spans_of(events), group, 1)
+    assert one(trace, "save message")["attributes"]["chat.room"] == room
+    assert all(e.get("id") for e in events if e["event"] == "spans")  # resumable after it
+    # ?tail=0 streams live only: nothing of that room comes back.
+    async with event_stream(f"{server.url}/traces/events/?tail=0") as live:
+        quiet = await live.next(1.0)
+    assert quiet is None or not fan_out_trace(spans_of([quiet]), group, 1)
+    # A reconnecting browser sends Last-Event-ID: it resumes there, no tail again.
+    last = [e["id"] for e in events if e.get("id")][-1]
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as client, \
+            client.stream("GET", f"{server.url}/traces/events/",
+                          headers={"Last-Event-ID": last}) as response:
+        stream = EventStream(response)
+        again = await stream.next(1.0)
+    assert again is None or not fan_out_trace(spans_of([again]), group, 1)
+
+
 async def test_otlp_export_names_the_worker_and_publishing_spans_is_never_traced(
     tmp_path: Path,
 ) -> None:
@@ -654,3 +698,116 @@ async def test_two_workers_on_redis_fan_out_chat_http_and_command(
             assert cli_producer["parent_id"] == root["span_id"]
             assert {s["parent_id"] for s in cli_trace if s["name"] == f"process {group}"} == {
                 cli_producer["span_id"]}
+            assert "warning" not in result.stderr, result.stderr
+
+        # /traces/ opened on B after all that gets the earlier spans of every process,
+        # from the replay log the workers share in Redis.
+        async with event_stream(f"{b.url}/traces/events/") as late:
+            events = await late.until(lambda e: {
+                s["worker"]["name"] for s in spans_of(e) if s["trace_id"] == trace_id
+            } >= {"chat-cli", a.name, b.name}, 10)
+        replayed = [s for s in spans_of(events) if s["trace_id"] == trace_id]
+        assert {s["span_id"] for s in replayed} >= {s["span_id"] for s in cli_trace}
+
+
+
+# -- example_project/run_two_workers.sh (the tour's two workers) ------------------------------
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.redis
+def test_run_two_workers_keeps_the_others_up_and_says_how_to_restart(
+    redis_url: str, tmp_path: Path
+) -> None:
+    database = migrate(tmp_path / "chat.sqlite3")
+    ports = [free_port(), free_port()]
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, **example_env(
+        database, REDIS_URL=redis_url, CHANNEL_PREFIX=f"extour{uuid.uuid4().hex[:10]}",
+        PORTS=" ".join(map(str, ports)), PYTHON=sys.executable, DAPHNE=str(bindir / "daphne"),
+        PYTHONUNBUFFERED="1")}
+    env.pop("PYTHONDEVMODE", None)
+    log = tmp_path / "run_two_workers.log"
+    processes: list[subprocess.Popen[bytes]] = []
+    pids: dict[int, int] = {}
+
+    def output() -> str:
+        return log.read_text(errors="replace")
+
+    try:
+        with log.open("wb") as out:
+            script = subprocess.Popen(
+                ["bash", str(ROOT / "example_project" / "run_two_workers.sh")], cwd=tmp_path,
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(script)
+        for port in ports:
+            wait_for_port(port, 60, script, log)
+        started = re.findall(r"^worker chat-(\d+) \(pid (\d+)\)", output(), re.MULTILINE)
+        pids.update((int(port), int(pid)) for port, pid in started)
+        assert set(pids) == set(ports), output()
+        stopped, kept = ports
+
+        # Stop one worker: the other keeps serving, the script names the restart command.
+        os.kill(pids[stopped], signal.SIGTERM)
+        wait_until(lambda: "start it again" in output(), 20, "the restart hint")
+        lines = output().splitlines()
+        hint = lines.index(next(line for line in lines if "start it again" in line))
+        command = lines[hint + 1].strip()
+        assert f"worker chat-{stopped} (pid {pids[stopped]}) stopped" in lines[hint - 1]
+        assert f"WORKER_NAME=chat-{stopped} " in command and f"-p {stopped} " in command
+        assert script.poll() is None, output()
+        assert gone(pids[stopped]) and not listening(stopped)
+        stats = httpx.get(f"http://127.0.0.1:{kept}/stats/", timeout=10)
+        assert stats.status_code == 200
+        assert stats.json()["worker"]["name"] == f"chat-{kept}"
+
+        # The printed command, run as printed (from another directory), brings it back.
+        with (tmp_path / "restarted.log").open("wb") as out:
+            restarted = subprocess.Popen(["bash", "-c", command], cwd=tmp_path, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        processes.append(restarted)
+        wait_for_port(stopped, 60, restarted, tmp_path / "restarted.log")
+        back = httpx.get(f"http://127.0.0.1:{stopped}/stats/", timeout=10).json()
+        assert back["worker"]["name"] == f"chat-{stopped}"
+        os.killpg(restarted.pid, signal.SIGTERM)
+        restarted.wait(20)
+
+        # Ctrl-C of the script stops every worker it started.
+        assert listening(kept)
+        script.send_signal(signal.SIGINT)
+        assert script.wait(30) == 130, output()
+        assert "all workers stopped" in output()
+        wait_until(lambda: gone(pids[kept]) and not listening(kept), 10, "the kept worker to go")
+    finally:
+        for process in processes:  # whatever a failure left running
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        for pid in pids.values():
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        print(output() if log.exists() else "")

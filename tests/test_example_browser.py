@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests._servers import free_port
@@ -221,6 +222,44 @@ def test_chat_across_two_workers_follower_and_trace_view(
             if os.environ.get("UPDATE_SCREENSHOT") == "1":
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 shutil.copyfile(shot, SCREENSHOT)
+        finally:
+            context.close()
+    assert errors.unexpected() == []
+
+
+def test_trace_view_on_a_phone_shows_the_kind_legend_and_earlier_spans(
+    browser: Any, redis_url: str, tmp_path: Path
+) -> None:
+    """375 px wide, opened after a message was posted on the other worker: the span-kind
+    legend is on screen and the waterfall starts with that message's trace (replayed)."""
+    database = migrate(tmp_path / "chat.sqlite3")
+    env = {"REDIS_URL": redis_url, "CHANNEL_PREFIX": f"exphone{uuid.uuid4().hex[:10]}"}
+    a_port, b_port = two_ports()
+    errors = PageErrors()
+    with running(example_worker(database, f"chat-{a_port}", a_port, **env),
+                 example_worker(database, f"chat-{b_port}", b_port, **env)) as (a, b):
+        response = httpx.post(f"{b.url}/rooms/phone/messages/", timeout=10,
+                              json={"user": "ann", "text": "sent before the page opened"})
+        assert response.status_code == 201, response.text
+        context = browser.new_context(viewport={"width": 375, "height": 740},
+                                      is_mobile=True, has_touch=True)
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = errors.watch(context.new_page(), "traces")
+            page.goto(f"{a.url}/traces/")
+            page.wait_for_selector("#status.open")
+            card = page.locator('section.trace:has(.span-row[data-span-name="save message"])'
+                                f':has(.span-row[data-worker="{b.name}"])').first
+            card.wait_for()
+            legend = page.locator("#kind-key")
+            assert legend.is_visible()
+            box = legend.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
+            assert legend.inner_text().split() == ["SRV", "server", "PRD", "producer", "CON",
+                                                   "consumer", "INT", "internal", "⇢", "link"]
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375
+            card_box = card.bounding_box()
+            assert card_box is not None and card_box["x"] + card_box["width"] <= 375, card_box
         finally:
             context.close()
     assert errors.unexpected() == []

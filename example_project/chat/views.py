@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "traces",
 ]
 
+logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("example_project.chat")
 MESSAGES_ROUTE = "/rooms/<room>/messages/"
 
@@ -184,7 +186,59 @@ class RoomEventsView(CountedEventStreamView):
 
 
 class TraceEventsView(CountedEventStreamView):
-    """Finished spans of every worker (``event: spans``), published by ``tracing.py``."""
+    """Finished spans of every worker (``event: spans``), published by ``tracing.py``.
+
+    A client that connects without ``Last-Event-ID`` (a page just opened) first gets
+    the recent span batches: up to ``tail_batches`` of the last ``tail_seconds``,
+    replayed from the group's log, then the live ones. ``EventStreamView`` replays
+    after a ``lastEventId`` only, so the view picks one: the entry before the tail.
+    The log is the one every worker on the channel layer shares (Redis), and the
+    replay runs up to the point this stream subscribed, so nothing is missed or
+    repeated between the tail and the live events. ``?tail=0`` streams live only.
+    A browser that reconnects sends ``Last-Event-ID`` and resumes as usual.
+    """
 
     route = "/traces/events/"
     groups = (TRACE_GROUP,)
+    tail_batches = 50
+    tail_seconds = 900
+    #: Shorter look-backs tried first, until one holds ``tail_batches``: a busy log
+    #: is read over a few seconds, not over all it keeps.
+    tail_windows = (10, 60)
+
+    async def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> StreamingHttpResponse:
+        resuming = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+        if not resuming and request.GET.get("tail") != "0":
+            after = await self._tail_start()
+            if after is not None:
+                query = request.GET.copy()
+                query["lastEventId"] = after
+                request.GET = query  # type: ignore[assignment]
+        return await super().get(request, *args, **kwargs)
+
+    async def _tail_start(self) -> str | None:
+        """The id to replay after so the stream starts with the log's tail; None: no tail."""
+        # The log behind EventStreamView's Last-Event-ID replay (otel_channels' own, not
+        # public API): its entries are our span batches, each with the id before it.
+        from otel_channels._replay import ZERO, get_log
+
+        log = get_log(self.channel_layer_alias)
+        if log is None:  # SSE_REPLAY_MAXLEN = 0: no log, live only
+            return None
+        try:
+            head = await log.head(TRACE_GROUP)
+            if head == ZERO:
+                return None
+            head_ms = int(head.split("-", 1)[0])
+            entries: list[Any] = []
+            for seconds in (*self.tail_windows, self.tail_seconds):
+                since = f"{max(0, head_ms - seconds * 1000)}-0"
+                entries = await log.between(TRACE_GROUP, since, head)
+                if len(entries) >= self.tail_batches:
+                    break
+        except Exception:  # Redis trouble: the live stream reports it, the tail is a nicety
+            logger.warning("reading the recent spans failed", exc_info=True)
+            return None
+        if not entries:
+            return None
+        return str(entries[-self.tail_batches:][0].prev)

@@ -2,13 +2,19 @@
 
 With ``REDIS_URL`` set (the same as the running workers), every browser in the
 room on every worker receives it, and its spans (service ``chat-cli``) join
-the live trace view. With the in-memory layer it is only stored.
+the live trace view. Without it the channel layer is this process's own
+in-memory one, which reaches no running worker: the message is only stored
+(pages show it when they next load the room's history), and the command says
+so on stderr. It still exits 0, since the message was saved; a bad room, user or
+text exits 1 (``CommandError``).
 """
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -26,7 +32,11 @@ from example_project.chat.services import (
 
 
 class Command(BaseCommand):
-    help = "Persist a chat message and broadcast it to the room on every worker."
+    help = (
+        "Persist a chat message and broadcast it to the room on every worker. Set REDIS_URL "
+        "to the workers' Redis: without it the message is only stored (a warning on stderr, "
+        "exit status 0), because an in-memory channel layer reaches no running worker."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("room")
@@ -56,3 +66,12 @@ class Command(BaseCommand):
             trace_id = f"{span.get_span_context().trace_id:032x}"
         tracing.flush()
         self.stdout.write(f"message {message['id']} posted to #{room} (trace {trace_id})")
+        if isinstance(get_channel_layer(), InMemoryChannelLayer):
+            self.stderr.write(self.style.WARNING(
+                "warning: REDIS_URL is not set, so this command used its own in-memory channel "
+                "layer, which reaches no running worker: the message is stored, but open pages "
+                "do not receive it (they show it when they next load the room) and /traces/ "
+                "gets none of its spans. Run it with the workers' Redis, e.g.\n"
+                f"  REDIS_URL=redis://127.0.0.1:6379/0 python manage.py post_message "
+                f"{shlex.join([room, user, text])}"
+            ))

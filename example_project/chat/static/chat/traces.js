@@ -150,7 +150,7 @@
     );
 
     // Time axis with "nice" ticks.
-    const step = niceStep(total, 6);
+    const step = niceStep(total, window.innerWidth < 700 ? 2 : 6); // fewer labels on a phone
     const ticks = el("div", { class: "ticks" });
     for (let t = 0; t <= total + 1e-9; t += step) {
       ticks.append(el("span", { class: "tick", style: { left: `${(t / total) * 100}%` } }, t === 0 ? "0" : fmtDuration(t)));
