@@ -57,6 +57,8 @@ _CONTROL_FLOW = (StopConsumer, AcceptConnection, DenyConnection, asyncio.Cancell
 _set_span_in_context = trace.set_span_in_context
 _attach, _detach = otel_context.attach, otel_context.detach
 _DROPPED_SPAN = _sampling.DROPPED_SPAN
+_DROPPED_CONTEXT = _sampling.DROPPED_CONTEXT
+_time_ns = time.time_ns
 
 
 def has_handler(consumer: Any, message: dict[str, Any]) -> bool:
@@ -78,8 +80,9 @@ def process(
     ``holder`` is a traced connection: its config, telemetry and ``connect``
     link are used, and it gets the span being handled as ``active_span``, so
     its outbound frames find it without a context lookup. A plain function
-    returning an awaitable: with no SDK installed it is Channels' own
-    ``dispatch`` coroutine, with no frame of ours around it.
+    returning an awaitable: with no SDK installed, and for an unsampled
+    message on a traced connection, it is Channels' own ``dispatch``
+    coroutine, with no frame of ours around it.
     """
     if holder is not None:
         config, telemetry, active = holder.config, holder.telemetry, holder.active
@@ -90,43 +93,44 @@ def process(
     if not active and config["UNKNOWN_MESSAGE_POLICY"] == "raise":
         # No SDK installed: only make sure the carrier never reaches the handler.
         return dispatch(_carrier.detach(message, key)[0] if key in message else message)
-    return _process(consumer, message, dispatch, holder, config, telemetry)
-
-
-async def _process(
-    consumer: Any,
-    message: dict[str, Any],
-    dispatch: Dispatch,
-    holder: Any,
-    config: Any,
-    telemetry: _telemetry.Telemetry,
-) -> Any:
-    clean, carrier = _carrier.detach(message, config["CARRIER_KEY"])
+    clean, carrier = _carrier.detach(message, key)
     record = TABLE.lookup(carrier, clean.get("type"), config, telemetry)
     record.consumed[0] += 1
     if config["UNKNOWN_MESSAGE_POLICY"] == "drop" and not has_handler(consumer, clean):
         _drop_unknown(record, telemetry, holder)
-        return None
-    first = record.started == 0
-    record.started += 1
+        return _nothing()
     if not record.sampled:
         # Not sampled: no span, no histogram; what the handler starts is dropped too.
-        token = _attach(record.dropped_context)
-        if holder is not None:
-            holder.active_span = _DROPPED_SPAN
-        try:
-            return await dispatch(clean)
-        finally:
-            _detach(token)
-            if holder is not None:
-                holder.active_span = None
+        if (holder is not None and holder.under_dropped
+                and record.dropped_context is _DROPPED_CONTEXT):
+            return dispatch(clean)  # the connection's task already runs under that context
+        return _untraced(record, clean, dispatch, holder)
+    first = record.started == 0
+    record.started += 1
     budget = config["MAX_PROCESS_SPANS_PER_BROADCAST"]
     if budget is None or record.key is None:  # a span per delivery (or an unshared record)
-        return await _traced(record, clean, dispatch, holder, telemetry, config, first, False)
+        return _traced(record, clean, dispatch, holder, telemetry, config, first, False)
     if record.spans < budget:
         record.spans += 1
-        return await _traced(record, clean, dispatch, holder, telemetry, config, first, True)
-    return await _past_budget(record, clean, dispatch, holder, telemetry, config, first)
+        return _traced(record, clean, dispatch, holder, telemetry, config, first, True)
+    return _past_budget(record, clean, dispatch, holder, telemetry, config, first)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _untraced(record: Broadcast, clean: dict[str, Any], dispatch: Dispatch,
+                    holder: Any) -> Any:
+    token = _attach(record.dropped_context)
+    if holder is not None:
+        holder.active_span = _DROPPED_SPAN
+    try:
+        return await dispatch(clean)
+    finally:
+        _detach(token)
+        if holder is not None:
+            holder.active_span = holder.idle_span
 
 
 def start_span(
@@ -172,36 +176,37 @@ async def _traced(
     """A delivery within the budget: a ``process`` span around the handler.
 
     ``tally``: a budget applies, so the broadcast's summary counts this delivery.
+    One clock for everything: the span's start and end, the delay, the duration.
     """
-    now = time.time()
+    start_ns = _time_ns()
     if tally and not record.first_ns:
-        record.first_ns = time.time_ns()
+        record.first_ns = start_ns
     span = start_span(record, telemetry, holder.connect_link if holder is not None else None,
-                      now)
+                      start_ns / 1e9, start_time=start_ns)
     token = _attach(_set_span_in_context(span, record.handler_context))
     if holder is not None:
         holder.active_span = span
     failed = False
-    start = time.perf_counter()
     try:
         return await dispatch(clean)
     except BaseException as exc:
         failed = record_exception(span, exc)
         raise
     finally:
-        duration = time.perf_counter() - start
+        end_ns = _time_ns()
+        duration = (end_ns - start_ns) / 1e9
         if holder is not None:
-            holder.active_span = None
+            holder.active_span = holder.idle_span
         threshold = config["SLOW_PROCESS_THRESHOLD"]
         slow = threshold is not None and duration > threshold
         if slow:
             span.set_attribute(sc.CHANNELS_DELIVERY_SLOW, True)
         if first:  # inside the span's context: the histogram points carry it as exemplar
-            record_histograms(record, telemetry, now, duration)
+            record_histograms(record, telemetry, start_ns / 1e9, duration)
         _detach(token)
-        span.end()
+        span.end(end_time=end_ns)
         if tally:
-            record.last_ns = time.time_ns()
+            record.last_ns = end_ns
             record.deliveries += 1
             record.recorded += 1
             record.failed += failed
@@ -220,11 +225,14 @@ async def _past_budget(
     first: bool,
 ) -> Any:
     """A delivery past the budget: no span object unless it fails or is slow."""
-    token = _attach(record.dropped_context)
-    if holder is not None:
-        holder.active_span = _DROPPED_SPAN
+    token = None
+    if holder is None or not holder.under_dropped or record.dropped_context is not (
+            _DROPPED_CONTEXT):
+        token = _attach(record.dropped_context)
+        if holder is not None:
+            holder.active_span = _DROPPED_SPAN
     record.in_flight += 1
-    start_ns = time.time_ns()
+    start_ns = _time_ns()
     if not record.first_ns:
         record.first_ns = start_ns
     failure: BaseException | None = None
@@ -235,10 +243,11 @@ async def _past_budget(
             failure = exc
         raise
     finally:
-        end_ns = time.time_ns()
-        _detach(token)
-        if holder is not None:
-            holder.active_span = None
+        end_ns = _time_ns()
+        if token is not None:
+            _detach(token)
+            if holder is not None:
+                holder.active_span = holder.idle_span
         record.in_flight -= 1
         record.deliveries += 1
         record.last_ns = end_ns

@@ -35,19 +35,26 @@ _PRODUCING: contextvars.ContextVar[bool] = contextvars.ContextVar(
 async def _produce(
     wrapped: Callable[..., Awaitable[Any]],
     target: str,
-    message: Any,
+    message: dict[str, Any],
     *,
     group: bool,
 ) -> Any:
     config = get_config()
-    if not isinstance(message, dict) or _PRODUCING.get():
-        return await wrapped(target, message)  # the layer raises its own error
     key = config["CARRIER_KEY"]
     if config["STRICT_PAYLOADS"]:
         check_payload(message, key)  # on every path: tests must catch what Redis would break
     telemetry = _telemetry.get()
     if not telemetry.active():
-        return await wrapped(target, message)  # no SDK installed: nothing to carry
+        # No SDK installed: no trace to carry, but still a message id, so that no
+        # consumer (an SSE stream numbering events) takes two equal messages for one.
+        carrier = {"id": _carrier.new_id(), "sent_at": time.time()}
+        if group:
+            carrier["destination"] = target
+        producing = _PRODUCING.set(True)
+        try:
+            return await wrapped(target, _carrier.attach(message, key, carrier))
+        finally:
+            _PRODUCING.reset(producing)
     if not is_instrumentation_enabled():
         return await _produce_suppressed(wrapped, target, message, key, group)
     if group:
@@ -146,23 +153,32 @@ def _target_and_message(
     return target, kwargs.get("message")
 
 
-async def traced_group_send(
+# The wrappers are plain functions returning the layer's own awaitable when there is
+# nothing to do (a layer's group_send calling its own send, a malformed call the layer
+# rejects itself): no coroutine frame of ours per member.
+
+
+def traced_group_send(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> Any:
+) -> Awaitable[Any]:
     """``wrapt`` wrapper for ``ChannelLayer.group_send(group, message)``."""
+    if _PRODUCING.get():
+        return wrapped(*args, **kwargs)
     group, message = _target_and_message(args, kwargs, "group")
-    if not isinstance(group, str):
-        return await wrapped(*args, **kwargs)
-    return await _produce(wrapped, group, message, group=True)
+    if not isinstance(group, str) or not isinstance(message, dict):
+        return wrapped(*args, **kwargs)  # the layer raises its own error
+    return _produce(wrapped, group, message, group=True)
 
 
-async def traced_send(
+def traced_send(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> Any:
+) -> Awaitable[Any]:
     """``wrapt`` wrapper for ``ChannelLayer.send(channel, message)``."""
+    if _PRODUCING.get():
+        return wrapped(*args, **kwargs)
     channel, message = _target_and_message(args, kwargs, "channel")
-    if not isinstance(channel, str):
-        return await wrapped(*args, **kwargs)
-    return await _produce(wrapped, channel, message, group=False)
+    if not isinstance(channel, str) or not isinstance(message, dict):
+        return wrapped(*args, **kwargs)
+    return _produce(wrapped, channel, message, group=False)

@@ -43,6 +43,10 @@ NORMAL_CLOSE_CODES = frozenset({1000, 1001, 1005})
 _EMPTY = otel_context.Context()
 
 
+async def _nothing() -> None:
+    return None
+
+
 def classify_close(code: Any) -> str | None:
     """``None`` for a normal close (1000, 1001, 1005 no status), else ``error.type``."""
     if code is None or code in NORMAL_CLOSE_CODES:
@@ -145,12 +149,20 @@ class Connection:
             self.config["MAX_FRAME_RATE"] is not None
         )
         self.trace_sends = self.config["SEND_EVENTS"] or self.config["SEND_SPANS"]
+        #: No SDK and no message policy: a channel-layer message only loses its carrier.
+        self.passthrough = not self.active and self.config["UNKNOWN_MESSAGE_POLICY"] == "raise"
         self.consumer_name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
         self.connect_span: trace.Span | None = None
         self.connect_context: SpanContext | None = None
         self.connect_link: Link | None = None  # built once: every process span links it
-        self.active_span: trace.Span | None = None
+        # The task of a traced connection runs under the shared unsampled context
+        # between spans (``TracedConsumerMixin.__call__``): an unsampled frame or message
+        # needs no context switch of its own. ``active_span`` is the span being handled
+        # (``idle_span`` between them), so outbound frames need no context lookup.
+        self.under_dropped = self.active
+        self.idle_span: trace.Span | None = _sampling.DROPPED_SPAN if self.active else None
+        self.active_span: trace.Span | None = self.idle_span
         self.accepted_at: float | None = None
         self.counted = False
         self.closed_by_server: int | None = None
@@ -211,15 +223,17 @@ class Connection:
             self.connect_link = Link(self.connect_context)
         if span.is_recording():
             span.set_attributes(self._connect_attributes(headers))
+        self.active_span = span
+        token = otel_context.attach(trace.set_span_in_context(span, _EMPTY))
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):
-                return await dispatch(message)
+            return await dispatch(message)
         except BaseException as exc:
             _process.record_exception(span, exc)
             self._end_connect("error")
             raise
         finally:
+            otel_context.detach(token)
+            self.active_span = self.idle_span
             self._end_connect("pending")  # handler returned without accept or close
 
     def _connect_attributes(self, headers: dict[str, str]) -> dict[str, Any]:
@@ -270,19 +284,32 @@ class Connection:
         """
 
         restricted = application_codes_only(send)
+        if not self.active:
+            # No SDK installed: nothing to record, only close codes the server accepts.
+            if not restricted:
+                self.send = send
+                return send
+
+            def mapped_send(message: dict[str, Any]) -> Awaitable[None]:
+                if message.get("type") == "websocket.close":
+                    message = sendable_close(message)
+                return send(message)
+
+            self.send = markcoroutinefunction(mapped_send)
+            return mapped_send
 
         def traced_send(message: dict[str, Any]) -> Awaitable[None]:
             message_type = message.get("type")
             if message_type == "websocket.send":
                 self.frames_out += 1
-                if not self.active:
-                    return send(message)  # no SDK installed
                 self.count_out[0] += 1
+                if not self.trace_sends:
+                    return send(message)  # outbound frames are counted, not traced
                 span = self.active_span
                 if span is None:
                     span = trace.get_current_span()
-                if not span.is_recording() or not self.trace_sends:
-                    return send(message)  # untraced, or traced frames are off: counted
+                if not span.is_recording():
+                    return send(message)
                 return self._send_traced(message, send, span)
             if message_type == "websocket.accept":
                 self._on_accept(message)
@@ -343,38 +370,36 @@ class Connection:
 
     # -- inbound frames --------------------------------------------------------
 
-    async def on_frame(self, message: dict[str, Any], dispatch: Dispatch, json_frames: bool) -> Any:
+    def on_frame(self, message: dict[str, Any], dispatch: Dispatch,
+                 json_frames: bool) -> Awaitable[Any]:
+        """The awaitable handling one inbound frame (Channels' own when it is not traced)."""
         self.frames_in += 1
         self.count_in[0] += 1
         config = self.config
         text = message.get("text")
         if self.rejected:
-            return None  # closing: frames already in flight are not handled
+            return _nothing()  # closing: frames already in flight are not handled
         limit = config["MAX_FRAME_SIZE"]
         if limit is not None:
             size = size_of(text, message.get("bytes") if text is None else None)
             if size > limit:
                 # 1009 "message too big" (RFC 6455 7.4.1)
-                return await self._reject("frame_too_large", 1009, size,
-                                          "frame larger than MAX_FRAME_SIZE")
+                return self._reject("frame_too_large", 1009, size,
+                                    "frame larger than MAX_FRAME_SIZE")
         rate = config["MAX_FRAME_RATE"]
         if rate is not None and self._over_rate(rate):
             # 1008 "policy violation": a flood of frames, however small
-            return await self._reject("frame_rate_exceeded", 1008, 0,
-                                      "frames faster than MAX_FRAME_RATE")
+            return self._reject("frame_rate_exceeded", 1008, 0,
+                                "frames faster than MAX_FRAME_RATE")
         if self.ignored and text is not None and text in self.ignored:
-            return await dispatch(message)
+            return dispatch(message)
 
         decided = self._frame_parent(text if json_frames else None, config)
         if decided is None or not self._budget():
             # Not sampled: no span, no histogram; children see an unsampled parent.
-            token = otel_context.attach(_sampling.DROPPED_CONTEXT)
-            self.active_span = _sampling.DROPPED_SPAN
-            try:
-                return await dispatch(message)
-            finally:
-                self.active_span = None
-                otel_context.detach(token)
+            if self.under_dropped:
+                return dispatch(message)
+            return self._untraced(message, dispatch)
         parent, links = decided
 
         telemetry = self.telemetry
@@ -390,7 +415,7 @@ class Connection:
         )
         if self.config["SPAN_HOOK"] is not None and span.is_recording():
             self._hook(span, message)
-        return await self._run(span, message, dispatch)
+        return self._run(span, message, dispatch)
 
     def _frame_parent(
         self, json_text: str | None, config: dict[str, Any]
@@ -480,16 +505,25 @@ class Connection:
 
     async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch) -> Any:
         self.active_span = span
+        token = otel_context.attach(trace.set_span_in_context(span, _EMPTY))
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):
-                return await dispatch(message)
+            return await dispatch(message)
         except BaseException as exc:
             _process.record_exception(span, exc)
             raise
         finally:
-            self.active_span = None
+            otel_context.detach(token)
+            self.active_span = self.idle_span
             span.end()
+
+    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
+        token = otel_context.attach(_sampling.DROPPED_CONTEXT)
+        self.active_span = _sampling.DROPPED_SPAN
+        try:
+            return await dispatch(message)
+        finally:
+            self.active_span = self.idle_span
+            otel_context.detach(token)
 
     # -- channel-layer messages ----------------------------------------------
 
@@ -562,18 +596,28 @@ class TracedConsumerMixin:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: ASGISend) -> None:
         connection = Connection(self, scope)
         self._otel = connection
+        # Between spans the connection runs under the shared unsampled context (see
+        # Connection.under_dropped); the channel-layer reads Channels starts inherit it.
+        token = otel_context.attach(_sampling.DROPPED_CONTEXT) if connection.active else None
         try:
             await super().__call__(scope, receive, connection.wrap_send(send))  # type: ignore[misc]
         finally:
+            if token is not None:
+                otel_context.detach(token)
             connection.finish()
 
     def dispatch(self, message: dict[str, Any]) -> Awaitable[Any]:
         # A plain function returning an awaitable: with no SDK, Channels' own dispatch
         # coroutine runs with no frame of ours around it.
-        dispatch = super().dispatch  # type: ignore[misc]
         connection = self._otel
-        if connection.carrier_key in message:  # from the channel layer, whatever its type
-            return connection.on_layer_message(message, dispatch)
+        key = connection.carrier_key
+        if key in message:  # from the channel layer, whatever its type
+            if connection.passthrough:  # no SDK: only the carrier must go
+                clean = dict(message)
+                del clean[key]
+                return super().dispatch(clean)  # type: ignore[misc, no-any-return]
+            return _process.process(self, message, super().dispatch, connection)  # type: ignore[misc]
+        dispatch = super().dispatch  # type: ignore[misc]
         message_type = message.get("type")
         if message_type == "websocket.receive":
             if not connection.active and not connection.protective:

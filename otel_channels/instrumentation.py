@@ -14,11 +14,11 @@ disables it. By hand::
 
 What it does
 ------------
-* wraps ``send`` and ``group_send`` of ``channels.layers.InMemoryChannelLayer``,
-  ``channels_redis.core.RedisChannelLayer`` and
-  ``channels_redis.pubsub.RedisPubSubChannelLayer`` (when importable): a
-  PRODUCER span ``group_send {group}`` / ``send`` and a trace carrier in a copy
-  of the message under ``CARRIER_KEY``;
+* wraps ``send`` and ``group_send`` of every channel layer, whatever its
+  backend (every ``channels.layers.BaseChannelLayer`` subclass, every layer
+  ``get_channel_layer()`` creates, delegating proxies such as channels_redis's
+  pub/sub layer): a PRODUCER span ``group_send {group}`` / ``send`` and a
+  trace carrier in a copy of the message under ``CARRIER_KEY``;
 * makes every consumer, plain Channels ones included, strip that carrier
   before its handler runs and handle the message inside a ``process {group}``
   CONSUMER span (the ``Traced*`` consumers do this themselves, instrumented or
@@ -37,7 +37,6 @@ runs before ``django.setup()``).
 from __future__ import annotations
 
 import functools
-import importlib
 import weakref
 from collections.abc import Collection
 from typing import Any
@@ -46,21 +45,12 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from . import _fanout, _process, _producer, _telemetry
+from . import _fanout, _layers, _process, _telemetry
 from ._names import ROUTE_SCOPE_KEY, pattern_template
 from ._package import _instruments
 from .conf import get_config
 
 __all__ = ["ChannelsInstrumentor"]
-
-#: (module, class) pairs whose send / group_send are wrapped when importable.
-LAYER_CLASSES = (
-    ("channels.layers", "InMemoryChannelLayer"),
-    ("channels_redis.core", "RedisChannelLayer"),
-    # RedisPubSubChannelLayer proxies to one RedisPubSubLoopLayer per event loop.
-    ("channels_redis.pubsub", "RedisPubSubLoopLayer"),
-)
-
 
 class _RouteRecorder:
     """A URLRouter route's application that records the route template in the scope."""
@@ -149,30 +139,24 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         _telemetry.configure(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
         _fanout.TABLE.clear()  # records hold the previous providers' counter cells
-        self._wrapped = []
-        for module_name, class_name in LAYER_CLASSES:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError:
-                continue
-            layer = getattr(module, class_name, None)
-            if layer is None or not hasattr(layer, "group_send"):
-                continue
-            wrap_function_wrapper(module, f"{class_name}.send", _producer.traced_send)
-            wrap_function_wrapper(module, f"{class_name}.group_send", _producer.traced_group_send)
-            self._wrapped += [(layer, "send"), (layer, "group_send")]
         import channels.consumer
+        import channels.layers
         import channels.routing
 
+        _layers.PATCHES.instrument_existing()
+        wrap_function_wrapper(channels.layers, "ChannelLayerManager._make_backend",
+                              _layers.made_backend)
         wrap_function_wrapper(channels.routing, "URLRouter.__call__", _router_call)
         wrap_function_wrapper(channels.consumer, "await_many_dispatch", _dispatch_loop)
-        self._wrapped += [(channels.routing.URLRouter, "__call__"),
-                          (channels.consumer, "await_many_dispatch")]
+        self._wrapped = [(channels.layers.ChannelLayerManager, "_make_backend"),
+                         (channels.routing.URLRouter, "__call__"),
+                         (channels.consumer, "await_many_dispatch")]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for owner, attribute in getattr(self, "_wrapped", ()):
             unwrap(owner, attribute)
         self._wrapped = []
+        _layers.PATCHES.uninstrument()
         _forget_routes()
         _telemetry.reset()
         _fanout.TABLE.clear()

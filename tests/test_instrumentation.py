@@ -21,7 +21,12 @@ import channels.consumer
 import channels.utils
 import pytest
 import wrapt
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import (
+    BaseChannelLayer,
+    ChannelLayerManager,
+    InMemoryChannelLayer,
+    get_channel_layer,
+)
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from channels_redis.core import RedisChannelLayer
@@ -42,11 +47,13 @@ from tests.conftest import Metrics, Spans
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Everything the instrumentor wraps: (owner, attribute).
+#: Everything the instrumentor wraps: (owner, attribute). Layer classes are found as
+#: BaseChannelLayer subclasses (channels_redis's was imported after instrument()).
 TARGETS: list[tuple[Any, str]] = [
+    (BaseChannelLayer, "send"), (BaseChannelLayer, "group_send"),
     (InMemoryChannelLayer, "send"), (InMemoryChannelLayer, "group_send"),
     (RedisChannelLayer, "send"), (RedisChannelLayer, "group_send"),
-    (RedisPubSubLoopLayer, "send"), (RedisPubSubLoopLayer, "group_send"),
+    (ChannelLayerManager, "_make_backend"),
     (URLRouter, "__call__"),
     (channels.consumer, "await_many_dispatch"),
 ]
@@ -70,6 +77,12 @@ def assert_original(owner: Any, name: str) -> None:
     value = attribute(owner, name)
     assert value is ORIGINALS[owner, name], (owner, name, value)
     assert type(value) is types.FunctionType, (owner, name, type(value))
+
+
+def assert_wrapped_once_anywhere(cls: type, name: str) -> None:
+    value = vars(cls)[name]
+    assert isinstance(value, wrapt.FunctionWrapper), (cls, name, value)
+    assert type(value.__wrapped__) is types.FunctionType
 
 
 def assert_wrapped_once(owner: Any, name: str) -> None:
@@ -111,6 +124,17 @@ async def roundtrip(router: URLRouter) -> dict[str, Any]:
     return frame
 
 
+class DelegatingLayer:
+    """A layer that is no BaseChannelLayer and finds every method in ``__getattr__``,
+    like channels_redis's and channels-valkey's pub/sub layers."""
+
+    def __init__(self, **config: Any) -> None:
+        self.inner = InMemoryChannelLayer(**config)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 # -- tests ----------------------------------------------------------------------
 
 
@@ -121,9 +145,11 @@ def test_the_app_instrumented_everything_once() -> None:
     # channels.consumer imports await_many_dispatch from channels.utils: the original.
     assert ORIGINALS[channels.consumer, "await_many_dispatch"] is channels.utils.await_many_dispatch
     assert ORIGINALS[InMemoryChannelLayer, "send"].__qualname__ == "InMemoryChannelLayer.send"
-    # The pub/sub proxy class is left alone: it forwards to the per-loop layer we wrap.
+    # The pub/sub proxy class is left alone (its instances are wrapped), and so is the
+    # per-loop layer it forwards to: one span per send, not two.
     assert "send" not in vars(RedisPubSubChannelLayer)
     assert "group_send" not in vars(RedisPubSubChannelLayer)
+    assert type(vars(RedisPubSubLoopLayer)["send"]) is types.FunctionType
 
 
 async def test_uninstrument_restores_exactly(
@@ -158,6 +184,48 @@ async def test_uninstrument_restores_exactly(
     instrumentor.uninstrument()  # twice: harmless
     for owner, name in TARGETS:
         assert_original(owner, name)
+
+
+async def test_a_layer_class_defined_later_is_traced(spans: Spans) -> None:
+    class ThirdPartyLayer(BaseChannelLayer):  # defined after instrument(): the hook wraps it
+        def __init__(self) -> None:
+            super().__init__()
+            self.queues: dict[str, list[dict[str, Any]]] = {}
+
+        async def send(self, channel: str, message: dict[str, Any]) -> None:
+            self.queues.setdefault(channel, []).append(message)
+
+        async def group_send(self, group: str, message: dict[str, Any]) -> None:
+            for channel in ("a", "b"):
+                await self.send(channel, message)  # its own send: no second span
+
+    assert_wrapped_once_anywhere(ThirdPartyLayer, "send")
+    assert_wrapped_once_anywhere(ThirdPartyLayer, "group_send")
+    layer = ThirdPartyLayer()
+    await layer.group_send("room_3", {"type": "chat.message"})
+    assert spans.names() == ["group_send room_{id}"]
+    for channel in ("a", "b"):
+        (message,) = layer.queues[channel]
+        assert set(message["_otel"]) == {"traceparent", "destination", "sent_at", "id"}
+
+
+async def test_a_delegating_layer_is_traced_once_per_call(
+    instrumentor: ChannelsInstrumentor, spans: Spans
+) -> None:
+    backend = {"default": {"BACKEND": "tests.test_instrumentation.DelegatingLayer"}}
+    with override_settings(CHANNEL_LAYERS=backend):
+        layer = get_channel_layer()
+        assert isinstance(layer, DelegatingLayer)
+        assert {"send", "group_send"} <= set(vars(layer))
+        channel = await layer.new_channel()
+        await layer.group_add("room_4", channel)
+        await layer.group_send("room_4", {"type": "chat.message"})
+        received = await layer.receive(channel)
+        assert spans.names() == ["group_send room_{id}"]  # not one more from the inner layer
+        assert received["_otel"]["destination"] == "room_4"
+        instrumentor.uninstrument()
+        assert "send" not in vars(layer) and "group_send" not in vars(layer)
+        assert "__init_subclass__" not in vars(BaseChannelLayer)
 
 
 async def test_double_instrument_is_harmless(spans: Spans) -> None:
@@ -234,7 +302,12 @@ def test_ready_honours_auto_instrument(instrumentor: ChannelsInstrumentor) -> No
 _PROBE = """
 import json, django, wrapt
 django.setup()
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import (
+    BaseChannelLayer,
+    ChannelLayerManager,
+    InMemoryChannelLayer,
+    get_channel_layer,
+)
 from otel_channels.instrumentation import ChannelsInstrumentor
 print(json.dumps([ChannelsInstrumentor().is_instrumented_by_opentelemetry,
                   isinstance(InMemoryChannelLayer.__dict__["group_send"], wrapt.FunctionWrapper)]))

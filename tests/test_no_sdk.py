@@ -1,5 +1,6 @@
 """Without an SDK (API no-op providers) the consumers and layers do no tracing work,
-carry no carrier, and still strip carriers that other, traced workers sent."""
+carry only a message id (so equal messages are never taken for one), and still strip
+carriers that other, traced workers sent."""
 
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ SCRIPT = textwrap.dedent('''
         assert await comm.receive_json_from() == {"type": "chat.message", "text": "x"}
         await comm.disconnect()
         assert all("_otel" not in event for event in seen), seen
+        # What the layer carries: an id per message (the same for every member), no trace.
+        a, b = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add("h", a)
+        await layer.group_add("h", b)
+        for _ in range(2):
+            await layer.group_send("h", {"type": "x.y"})
+        first = [await layer.receive(a), await layer.receive(b)]
+        second = [await layer.receive(a), await layer.receive(b)]
+        for pair in (first, second):
+            assert pair[0] == pair[1], pair
+            assert set(pair[0]["_otel"]) == {"id", "sent_at", "destination"}, pair
+        assert first[0]["_otel"]["id"] != second[0]["_otel"]["id"]
         print("OK")
 
     asyncio.run(main())
