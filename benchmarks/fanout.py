@@ -2,10 +2,13 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/fanout.py                 # N=200, M=200, 3 rounds, all variants
+    .venv/bin/python benchmarks/fanout.py                 # N=200, M=200, 3 rounds, default variants
     .venv/bin/python benchmarks/fanout.py --quick         # a smoke run, under a minute
-    .venv/bin/python benchmarks/fanout.py --variants plain,otel-1.0 --rounds 5
-    .venv/bin/python benchmarks/fanout.py --profile /tmp/prof --variants otel-1.0
+    .venv/bin/python benchmarks/fanout.py --variants plain,otel-default --rounds 5
+    .venv/bin/python benchmarks/fanout.py --scale 20,200,1000     # throughput/CPU/spans vs N
+    .venv/bin/python benchmarks/fanout.py --variants plain,otel-default,otel-default+otlp
+    .venv/bin/python benchmarks/fanout.py --exporter otlp          # every SDK variant via OTLP
+    .venv/bin/python benchmarks/fanout.py --profile /tmp/prof --variants otel-default
 
 Each run starts a fresh pair of daphne workers (``benchmarks/_fanout_app``) on
 127.0.0.1 sharing a ``RedisChannelLayer`` with a prefix unique to the run,
@@ -14,22 +17,49 @@ and sends M broadcasts. A broadcast is a client frame ``{"i": n, "t": now}``;
 the consumer that receives it calls ``group_send`` and every consumer forwards
 the message to its client, which computes the delivery latency from ``t``.
 At most ``--window`` broadcasts are in flight (sent but not yet received by
-all N clients), so the workers stay busy without unbounded queues.
+all N clients), so the workers stay busy without unbounded queues. The
+workers listen with a 4096 backlog and a 30 s WebSocket handshake timeout and
+the benchmark raises its ``RLIMIT_NOFILE`` to the hard limit, so 1,000 clients
+connect (in batches of ``--connect-concurrency``).
 
-Variants (each round runs them in order, so rounds interleave: ABCDE ABCDE):
+Variants (each round runs them in order, so rounds interleave: ABCDE ABCDE);
+``*`` marks the default list:
 
-* ``plain``       plain Channels consumer, no otel_channels app, no SDK;
-* ``otel-1.0``    Traced consumer, app installed, SDK, ``MESSAGE_SAMPLE_RATE`` 1.0;
-* ``otel-0.01``   the same at rate 0.01;
-* ``otel-nosdk``  Traced consumer and app, no SDK (the API's no-op providers);
-* ``asgi-mw``     plain consumer wrapped in OpenTelemetry's ASGI middleware, SDK.
+* ``plain``*          plain Channels consumer, no otel_channels app, no SDK;
+* ``otel-default``*   Traced consumer, app installed, SDK, rate 1.0, default
+  ``MAX_PROCESS_SPANS_PER_BROADCAST`` (10 ``process`` spans per broadcast per
+  worker, a ``deliver`` summary span for the rest); ``otel-1.0`` is an alias;
+* ``otel-every``*     the same with the budget off (``None``): a span per delivery;
+* ``otel-0.01``*      the same as ``otel-default`` at rate 0.01;
+* ``otel-nosdk``*     Traced consumer and app, no SDK (the API's no-op providers);
+* ``asgi-mw``*        plain consumer wrapped in OpenTelemetry's ASGI middleware, SDK;
+* ``otel-unsampled``  SDK, rate 0.0: every delivery unsampled (for instruction counts);
+* ``otel-budget0``    SDK, rate 1.0, budget 0: every delivery past the budget.
+
+Exporters: SDK variants export through a ``BatchSpanProcessor`` into an
+exporter that counts and discards (``--exporter discard``, the default: what
+the instrumentation costs), or into the real OTLP/HTTP span and metric
+exporters (``--exporter otlp``) posting to a local sink process
+(``benchmarks/_fanout_app/sink.py``) that parses every protobuf request and
+answers 200 like a collector, so the exporter's whole cost is paid. A
+``+otlp`` suffix selects OTLP for one variant only, so one run can compare
+both: ``--variants plain,otel-default,otel-default+otlp,asgi-mw,asgi-mw+otlp``
+(SDK variants only).
 
 Reported per variant (median over rounds): deliveries/s and its ratio to
 ``plain`` (median of the per-round ratios), p50 / p99 delivery latency, CPU
 time of the two workers per delivery (read from ``/proc``: less noisy than
 wall-clock throughput on a shared machine), CPU of the client side per
 delivery and its share of one core (to show the clients are not the
-bottleneck), and spans exported per delivery.
+bottleneck), spans exported per delivery and per broadcast (``process``,
+``deliver`` and all spans, counted by the workers' exporters over the
+measured phase; the workers' ``deliver`` summaries are written 0.25 s after a
+broadcast goes quiet, so the stats are read after a short quiet wait).
+
+``--scale 20,200,1000`` runs the variants (default: plain, otel-default,
+otel-every) at each client count, with M chosen so N * M stays about
+``--scale-deliveries`` (40,000; at least 20 broadcasts), and prints
+throughput and worker CPU relative to plain and spans per broadcast by N.
 
 ``--profile DIR`` runs each chosen variant once with ``py-spy record`` attached
 to both workers during the measured phase (``pip install py-spy``), writes the
@@ -63,6 +93,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 APP = "benchmarks._fanout_app.asgi:application"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: Span name prefixes the workers count separately (``benchmarks/_fanout_app/otel.py``).
+SPAN_KINDS = ("process", "deliver", "group_send", "receive", "other")
 
 
 @dataclass(frozen=True)
@@ -74,20 +106,76 @@ class Variant:
     env: dict[str, str]
 
 
+_TRACED = {"FANOUT_CONSUMER": "traced", "FANOUT_APP": "1"}
+_SDK = {**_TRACED, "FANOUT_SDK": "1"}
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("plain", "plain Channels", {"FANOUT_CONSUMER": "plain"}),
-    Variant("otel-1.0", "otel_channels, rate 1.0", {
-        "FANOUT_CONSUMER": "traced", "FANOUT_APP": "1", "FANOUT_SDK": "1", "FANOUT_RATE": "1.0"}),
-    Variant("otel-0.01", "otel_channels, rate 0.01", {
-        "FANOUT_CONSUMER": "traced", "FANOUT_APP": "1", "FANOUT_SDK": "1", "FANOUT_RATE": "0.01"}),
-    Variant("otel-nosdk", "otel_channels, no SDK", {
-        "FANOUT_CONSUMER": "traced", "FANOUT_APP": "1", "FANOUT_RATE": "1.0"}),
+    Variant("otel-default", "otel_channels, default settings", {**_SDK, "FANOUT_RATE": "1.0"}),
+    Variant("otel-every", "otel_channels, every delivery a span", {
+        **_SDK, "FANOUT_RATE": "1.0", "FANOUT_BUDGET": "none"}),
+    Variant("otel-0.01", "otel_channels, rate 0.01", {**_SDK, "FANOUT_RATE": "0.01"}),
+    Variant("otel-nosdk", "otel_channels, no SDK", {**_TRACED, "FANOUT_RATE": "1.0"}),
     Variant("asgi-mw", "plain + OTel ASGI middleware", {
         "FANOUT_CONSUMER": "plain", "FANOUT_SDK": "1", "FANOUT_ASGI_MW": "1"}),
+    Variant("otel-unsampled", "otel_channels, SDK, rate 0 (nothing sampled)", {
+        **_SDK, "FANOUT_RATE": "0.0"}),
+    Variant("otel-budget0", "otel_channels, rate 1.0, budget 0", {
+        **_SDK, "FANOUT_RATE": "1.0", "FANOUT_BUDGET": "0"}),
 )}
+ALIASES = {"otel-1.0": "otel-default"}
+DEFAULT_VARIANTS = ("plain", "otel-default", "otel-every", "otel-0.01", "otel-nosdk", "asgi-mw")
+SCALE_VARIANTS = ("plain", "otel-default", "otel-every")
+OTLP_SUFFIX = "+otlp"
+
+
+def resolve_variant(name: str) -> Variant:
+    """A variant by name: an alias, or an SDK variant with ``+otlp`` (OTLP exporter for it)."""
+    base, otlp = (name[:-len(OTLP_SUFFIX)], True) if name.endswith(OTLP_SUFFIX) else (name, False)
+    base = ALIASES.get(base, base)
+    if base not in VARIANTS:
+        raise KeyError(name)
+    variant = VARIANTS[base]
+    if not otlp:
+        return variant
+    if variant.env.get("FANOUT_SDK") != "1":
+        raise ValueError(f"{name}: {base} has no SDK, so no exporter (+otlp is for SDK variants)")
+    return Variant(base + OTLP_SUFFIX, variant.label + ", OTLP exporter",
+                   {**variant.env, "FANOUT_EXPORTER": "otlp"})
+
+
+def uses_otlp(variant: Variant, exporter: str) -> bool:
+    return variant.env.get("FANOUT_SDK") == "1" and (
+        variant.env.get("FANOUT_EXPORTER", exporter) == "otlp")
 
 
 # -- workers ---------------------------------------------------------------------------------
+
+
+#: daphne's listen backlog (its ``-b``/``-p`` use Twisted's 50) and WebSocket handshake timeout
+#: (default 5 s): 1,000 clients connecting in batches must neither overflow the accept queue
+#: nor time out while the workers are busy (see ``benchmarks/storm.py``).
+BACKLOG = 4096
+HANDSHAKE_TIMEOUT = 30
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from ``/proc``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (workers started later inherit it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def free_port() -> int:
@@ -122,7 +210,9 @@ class Worker:
     def start(self) -> None:
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), APP],
+                [sys.executable, "-m", "daphne",
+                 "-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog={BACKLOG}",
+                 "--websocket_connect_timeout", str(HANDSHAKE_TIMEOUT), APP],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -144,9 +234,7 @@ class Worker:
 
     def cpu(self) -> float:
         """User + system CPU seconds of the worker process (all its threads)."""
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return proc_cpu(self.pid)
 
     def stats(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/stats"
@@ -246,8 +334,12 @@ class Result:
     client_cpu: float = 0.0
     redis_cpu: float = 0.0
     spans: int = 0
+    spans_by_name: dict[str, int] = field(default_factory=dict)
     gc_seconds: float = 0.0
     unexpected: int = 0
+    exporter: str = "discard"
+    sink_spans: int | None = None  # OTLP runs: spans the sink received in the measured phase
+    sink_cpu: float = 0.0
     error: str | None = None
 
     @property
@@ -266,6 +358,13 @@ class Result:
 
     def per_delivery(self, value: float) -> float:
         return value / self.delivered if self.delivered else float("nan")
+
+    def per_broadcast(self, kind: str | None = None) -> float:
+        """Spans (all, or of one name prefix) per measured broadcast."""
+        if not self.broadcasts or self.error:
+            return float("nan")
+        count = self.spans if kind is None else self.spans_by_name.get(kind, 0)
+        return count / self.broadcasts
 
 
 def _redis_cpu(url: str) -> float:
@@ -292,16 +391,26 @@ def _redis_cleanup(url: str, prefix: str) -> None:
         client.close()
 
 
+#: Wait after the warm-up and after the measured phase before reading the workers' stats:
+#: a worker writes its ``deliver`` summary span 0.25 s after a broadcast went quiet on it.
+QUIET_WAIT = 0.75
+
+
 async def run_variant(variant: Variant, round_no: int, args: argparse.Namespace,
                       profile_dir: Path | None = None) -> Result:
     """Start two workers, connect the clients, broadcast, measure, tear everything down."""
     prefix = f"fanout-{uuid.uuid4().hex[:10]}:"
-    env = {**variant.env, "FANOUT_PREFIX": prefix, "REDIS_URL": args.redis_url,
-           "FANOUT_EXPORTER": args.exporter, "FANOUT_GC_FREEZE": "1" if args.gc_freeze else "0"}
-    if args.exporter == "otlp":
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
+    otlp = uses_otlp(variant, args.exporter)
+    env = {"FANOUT_PREFIX": prefix, "REDIS_URL": args.redis_url,
+           "FANOUT_GC_FREEZE": "1" if args.gc_freeze else "0",
+           **variant.env, "FANOUT_EXPORTER": "otlp" if otlp else "discard"}
+    sink: OTLPSink | None = args.sink if otlp else None
+    if otlp:
+        assert sink is not None, "OTLP variant without a sink"
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
     workers = [Worker(f"{variant.name}-a", env), Worker(f"{variant.name}-b", env)]
-    result = Result(variant.name, round_no, args.clients, args.broadcasts)
+    result = Result(variant.name, round_no, args.clients, args.broadcasts,
+                    exporter="otlp" if otlp else "discard")
     clients: list[Any] = []
     readers: list[asyncio.Task[None]] = []
     profilers: list[subprocess.Popen[bytes]] = []
@@ -316,7 +425,7 @@ async def run_variant(variant: Variant, round_no: int, args: argparse.Namespace,
         collector = Collector(args.clients, total, args.window, warmup)
         deadline = time.monotonic() + args.timeout
         urls = [f"ws://127.0.0.1:{w.port}/ws/fanout/" for w in workers]
-        limit = asyncio.Semaphore(20)
+        limit = asyncio.Semaphore(args.connect_concurrency)
 
         async def open_one(k: int) -> Any:
             async with limit:
@@ -337,10 +446,13 @@ async def run_variant(variant: Variant, round_no: int, args: argparse.Namespace,
             await asyncio.wait_for(collector.reached.wait(), deadline - time.monotonic())
 
         await broadcast(0, warmup)
+        await asyncio.sleep(QUIET_WAIT)  # the warm-up's summary spans are not measured
         before = [await asyncio.to_thread(w.stats) for w in workers]
+        sink0 = await asyncio.to_thread(sink.stats) if sink else None
         if profile_dir is not None:
             profilers = _start_profilers(workers, variant, profile_dir, args.profile_rate)
         cpu0 = sum(w.cpu() for w in workers)
+        sink_cpu0 = sink.cpu() if sink else 0.0
         redis0 = await asyncio.to_thread(_redis_cpu, args.redis_url)
         client0 = time.process_time()
         t0 = time.time()
@@ -350,9 +462,12 @@ async def run_variant(variant: Variant, round_no: int, args: argparse.Namespace,
             result.error = f"timed out after {args.timeout} s"
         end = collector.last_delivery or time.time()
         result.client_cpu = time.process_time() - client0
+        _stop_profilers(profilers)
+        # Wall time ends with the last delivery; CPU and spans include the summaries that
+        # the measured broadcasts' quiet ends trigger (as the warm-up's were excluded).
+        await asyncio.sleep(QUIET_WAIT)
         result.worker_cpu = sum(w.cpu() for w in workers) - cpu0
         result.redis_cpu = await asyncio.to_thread(_redis_cpu, args.redis_url) - redis0
-        _stop_profilers(profilers)
         result.elapsed = max(1e-9, end - t0)
         result.delivered = sum(collector.counts[warmup:])
         result.latencies = collector.latencies
@@ -360,7 +475,19 @@ async def run_variant(variant: Variant, round_no: int, args: argparse.Namespace,
         after = [await asyncio.to_thread(w.stats) for w in workers]
         pairs = list(zip(after, before, strict=True))
         result.spans = sum(a["spans"] - b["spans"] for a, b in pairs)
+        result.spans_by_name = {
+            kind: sum(a["spans_by_name"][kind] - b["spans_by_name"][kind] for a, b in pairs)
+            for kind in SPAN_KINDS
+        }
         result.gc_seconds = sum(a["gc_seconds"] - b["gc_seconds"] for a, b in pairs)
+        if sink is not None and sink0 is not None:
+            # The workers' stats flushed their span queues into the sink, which counts a
+            # request before answering it: the two counts must agree.
+            sink1 = await asyncio.to_thread(sink.stats)
+            result.sink_cpu = sink.cpu() - sink_cpu0
+            result.sink_spans = sink1["spans"] - sink0["spans"]
+            if sink1["errors"] != sink0["errors"]:
+                result.error = f"OTLP sink rejected {sink1['errors'] - sink0['errors']} requests"
     except Exception as exc:  # report the run as failed, keep benchmarking the others
         result.error = f"{type(exc).__name__}: {exc}"
         for worker in workers:
@@ -394,7 +521,11 @@ _SCOPE = {
 
 
 async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float]:
-    """In a child process configured for one variant: fan out over Redis, return CPU/delivery."""
+    """In a child process configured for one variant: fan out, return CPU per delivery.
+
+    The layer is Redis (``--inproc``) or in-memory (``FANOUT_LAYER=memory``, as
+    ``fanout_instructions.sh`` runs it).
+    """
     from channels.layers import get_channel_layer
 
     from benchmarks._fanout_app import asgi  # SDK (or not) + django.setup() for this variant
@@ -427,9 +558,11 @@ async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float
             await asyncio.wait_for(reached.wait(), 60)
 
     await fan_out(warmup)
+    await asyncio.sleep(QUIET_WAIT)  # let the warm-up's ``deliver`` summaries be written
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await fan_out(broadcasts)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    await asyncio.sleep(QUIET_WAIT)  # ... and the measured broadcasts' (in the count)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0 - QUIET_WAIT
     for inbox in inboxes:
         await inbox.put({"type": "websocket.disconnect", "code": 1000})
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
@@ -439,7 +572,7 @@ async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float
 
 def inproc_child(name: str, clients: int, broadcasts: int, warmup: int) -> None:
     """Entry point of ``--_inproc-child``: print one JSON line with the result."""
-    os.environ.update(VARIANTS[name].env)
+    os.environ.update(resolve_variant(name).env)
     sys.path.insert(0, str(ROOT))
     print(json.dumps(asyncio.run(_inproc(clients, broadcasts, warmup))), flush=True)
 
@@ -474,7 +607,7 @@ def run_inproc(args: argparse.Namespace) -> int:
           f"{args.rounds}:\n\n| variant | CPU / delivery | over plain |\n|---|--:|--:|")
     for name in args.variant_list:
         value = _median(samples[name])
-        print(f"| {VARIANTS[name].label} | {value:.1f} µs | {value - plain:+.1f} µs |")
+        print(f"| {resolve_variant(name).label} | {value:.1f} µs | {value - plain:+.1f} µs |")
     return 0
 
 
@@ -587,7 +720,10 @@ def _median(values: list[float]) -> float:
 
 
 def summarize(results: list[Result], variants: list[str]) -> list[dict[str, Any]]:
-    """Median per variant; the ratio is the median of per-round ratios to ``plain``."""
+    """Median per variant; the ratio is the median of per-round ratios to ``plain``.
+
+    ``results`` must share one client count (``--scale`` calls this once per count).
+    """
     plain = {r.round: r.rate for r in results if r.variant == "plain" and not r.error}
     plain_cpu = {r.round: r.per_delivery(r.worker_cpu) for r in results
                  if r.variant == "plain" and not r.error}
@@ -597,7 +733,9 @@ def summarize(results: list[Result], variants: list[str]) -> list[dict[str, Any]
         ratios = [r.rate / plain[r.round] for r in runs if plain.get(r.round)]
         rows.append({
             "variant": name,
-            "label": VARIANTS[name].label,
+            "label": resolve_variant(name).label,
+            "clients": runs[0].clients if runs else None,
+            "broadcasts": runs[0].broadcasts if runs else None,
             "runs": len(runs),
             "failed": sum(1 for r in results if r.variant == name and r.error),
             "rate": _median([r.rate for r in runs]),
@@ -612,19 +750,29 @@ def summarize(results: list[Result], variants: list[str]) -> list[dict[str, Any]
             "client_core": _median([r.client_cpu / r.elapsed for r in runs]),
             "redis_cpu_us": _median([r.per_delivery(r.redis_cpu) * 1e6 for r in runs]),
             "spans_per_delivery": _median([r.per_delivery(r.spans) for r in runs]),
+            "process_per_broadcast": _median([r.per_broadcast("process") for r in runs]),
+            "deliver_per_broadcast": _median([r.per_broadcast("deliver") for r in runs]),
+            "spans_per_broadcast": _median([r.per_broadcast() for r in runs]),
             "gc_us": _median([r.per_delivery(r.gc_seconds) * 1e6 for r in runs]),
+            "sink_cpu_us": _median([r.per_delivery(r.sink_cpu) * 1e6 for r in runs
+                                    if r.sink_spans is not None]),
             "lost": sum(r.expected - r.delivered for r in runs),
             "unexpected": sum(r.unexpected for r in runs),
         })
     return rows
 
 
+def _spans_cell(row: dict[str, Any]) -> str:
+    return (f"{row['spans_per_broadcast']:.1f} ({row['process_per_broadcast']:.1f}, "
+            f"{row['deliver_per_broadcast']:.1f})")
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| variant | deliveries/s | ratio to plain | p50 latency | p99 latency "
         "| worker CPU / delivery (vs plain) | of which GC | client CPU / delivery "
-        "(share of a core) | spans / delivery |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "(share of a core) | spans / delivery | spans / broadcast (process, deliver) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
         lines.append(
@@ -632,24 +780,51 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms "
             f"| {row['worker_cpu_us']:.0f} µs ({row['worker_cpu_vs_plain']:.2f}×) "
             f"| {row['gc_us']:.0f} µs | {row['client_cpu_us']:.0f} µs "
-            f"({row['client_core']:.0%}) | {row['spans_per_delivery']:.3f} |"
+            f"({row['client_core']:.0%}) | {row['spans_per_delivery']:.3f} "
+            f"| {_spans_cell(row)} |"
+        )
+    return "\n".join(lines)
+
+
+def scale_table(rows: list[dict[str, Any]]) -> str:
+    """``--scale``: one line per (client count, variant); ratios to plain at that count."""
+    lines = [
+        "| clients | broadcasts | variant | deliveries/s (ratio to plain) "
+        "| worker CPU / delivery (vs plain) | process spans / broadcast "
+        "| all spans / broadcast |",
+        "|--:|--:|---|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['clients'] or '-'} | {row['broadcasts'] or '-'} | {row['label']} "
+            f"| {row['rate']:,.0f} ({row['ratio']:.3f}) "
+            f"| {row['worker_cpu_us']:.0f} µs ({row['worker_cpu_vs_plain']:.2f}×) "
+            f"| {row['process_per_broadcast']:.1f} | {row['spans_per_broadcast']:.1f} |"
         )
     return "\n".join(lines)
 
 
 def _print_run(result: Result) -> None:
+    head = f"  round {result.round} N={result.clients:<5} {result.variant:<18}"
     if result.error:
-        print(f"  round {result.round} {result.variant:<11} FAILED: {result.error}", flush=True)
+        print(f"{head} FAILED: {result.error}", flush=True)
         return
+    sink = ""
+    if result.sink_spans is not None:
+        sink = (f"  sink got {result.sink_spans}/{result.spans} spans, "
+                f"{result.per_delivery(result.sink_cpu) * 1e6:.0f} µs/d")
     print(
-        f"  round {result.round} {result.variant:<11} {result.rate:8,.0f} deliveries/s  "
+        f"{head} {result.rate:8,.0f} deliveries/s  "
         f"p50 {result.percentile(0.5) * 1e3:6.1f} ms  p99 {result.percentile(0.99) * 1e3:6.1f} ms"
         f"  worker {result.per_delivery(result.worker_cpu) * 1e6:4.0f} µs/d"
         f" (gc {result.per_delivery(result.gc_seconds) * 1e6:3.0f})"
         f"  client {result.per_delivery(result.client_cpu) * 1e6:3.0f} µs/d"
         f" ({result.client_cpu / result.elapsed:.0%} core)"
         f"  spans/d {result.per_delivery(result.spans):.3f}"
-        f"  lost {result.expected - result.delivered}"
+        f"  spans/broadcast {result.per_broadcast():.1f}"
+        f" (process {result.per_broadcast('process'):.1f},"
+        f" deliver {result.per_broadcast('deliver'):.1f})"
+        f"  lost {result.expected - result.delivered}" + sink
         + (f"  UNEXPECTED {result.unexpected}" if result.unexpected else ""),
         flush=True,
     )
@@ -675,6 +850,7 @@ def source_fingerprint() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = [*VARIANTS, *ALIASES]
     parser = argparse.ArgumentParser(
         description="Fan-out benchmark: plain Channels vs otel_channels vs the OTel ASGI "
                     "middleware, two daphne workers + Redis, side by side.",
@@ -686,22 +862,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="measured broadcasts per run (each reaches every client)")
     parser.add_argument("-r", "--rounds", type=int, default=3,
                         help="rounds; each runs every variant once, in order (interleaved)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated list of: {', '.join(names)}; an SDK variant with "
+                             f"a '{OTLP_SUFFIX}' suffix uses the OTLP exporter (e.g. "
+                             f"otel-default{OTLP_SUFFIX}). Default: {','.join(DEFAULT_VARIANTS)} "
+                             f"(with --scale: {','.join(SCALE_VARIANTS)})")
     parser.add_argument("--window", type=int, default=2,
                         help="broadcasts in flight (sent, not yet received by every client)")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured broadcasts first")
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="seconds one run may take before it is reported as failed")
     parser.add_argument("--exporter", choices=("discard", "otlp"), default="discard",
-                        help="span/metric exporter of SDK variants: count-and-discard, or real "
-                             "OTLP/HTTP to a local sink process")
+                        help="span/metric exporter of every SDK variant: count-and-discard, or "
+                             "the real OTLP/HTTP exporters posting to a local sink process that "
+                             f"parses them (per variant: the '{OTLP_SUFFIX}' suffix)")
+    parser.add_argument("--scale", metavar="N,N,...",
+                        help="run the variants at each of these client counts (M scaled so "
+                             "N*M is about --scale-deliveries) and print a table by N")
+    parser.add_argument("--scale-deliveries", type=int, default=40_000,
+                        help="--scale: measured deliveries per run (M = this / N, at least 20)")
+    parser.add_argument("--connect-concurrency", type=int, default=50,
+                        help="client connections opened at once")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="workers call gc.freeze() after start-up (every variant)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL",
                                                               "redis://127.0.0.1:6379/0"))
     parser.add_argument("--quick", action="store_true",
-                        help="N=50, M=60, 1 round: a smoke run under a minute")
+                        help="N=50, M=60, 1 round: a smoke run under a minute (with --scale: "
+                             "1 round, a quarter of the deliveries)")
     parser.add_argument("--json", type=Path, help="also write all runs and the summary here")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="instead of the comparison: run each variant once under py-spy "
@@ -713,59 +901,146 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "each variant; less noisy, isolates the consumer-side cost")
     parser.add_argument("--_inproc-child", dest="inproc_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.scale_counts = []
+    if args.scale:
+        try:
+            args.scale_counts = [int(n) for n in args.scale.split(",") if n.strip()]
+        except ValueError:
+            parser.error(f"--scale wants comma-separated client counts, got {args.scale!r}")
+        if not args.scale_counts or min(args.scale_counts) < 2:
+            parser.error("--scale: every client count must be >= 2")
+        if args.profile or args.inproc:
+            parser.error("--scale does not combine with --profile or --inproc")
     if args.quick:
-        args.clients, args.broadcasts, args.rounds, args.warmup = 50, 60, 1, 10
-    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in args.variant_list if v not in VARIANTS]
-    if unknown:
-        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+        if args.scale_counts:
+            args.rounds, args.scale_deliveries = 1, args.scale_deliveries // 4
+        else:
+            args.clients, args.broadcasts, args.rounds, args.warmup = 50, 60, 1, 10
+    default = SCALE_VARIANTS if args.scale_counts else DEFAULT_VARIANTS
+    requested = [v.strip() for v in (args.variants or ",".join(default)).split(",") if v.strip()]
+    args.variant_list = []
+    for name in requested:
+        try:
+            canonical = resolve_variant(name).name  # aliases resolve to their variant
+        except KeyError:
+            parser.error(f"unknown variant {name!r}; choose from {names} "
+                         f"(SDK ones optionally with {OTLP_SUFFIX})")
+        except ValueError as exc:
+            parser.error(str(exc))
+        if canonical not in args.variant_list:
+            args.variant_list.append(canonical)
+    if (args.inproc or args.inproc_child) and any(
+            resolve_variant(v).env.get("FANOUT_EXPORTER") for v in args.variant_list):
+        parser.error(f"the in-process modes have no OTLP sink: drop {OTLP_SUFFIX}")
     if args.clients < 2 or args.broadcasts < 1 or args.rounds < 1 or args.window < 1:
         parser.error("need --clients >= 2, --broadcasts >= 1, --rounds >= 1, --window >= 1")
+    if args.connect_concurrency < 1 or args.scale_deliveries < 1:
+        parser.error("need --connect-concurrency >= 1 and --scale-deliveries >= 1")
     return args
 
 
 class OTLPSink:
-    """A local OTLP/HTTP endpoint that accepts and drops everything (separate process)."""
+    """The local OTLP/HTTP receiver (``benchmarks/_fanout_app/sink.py``), a separate process.
 
-    CODE = (
-        "import http.server, sys\n"
-        "class H(http.server.BaseHTTPRequestHandler):\n"
-        "    protocol_version = 'HTTP/1.1'\n"
-        "    def do_POST(self):\n"
-        "        self.rfile.read(int(self.headers.get('content-length') or 0))\n"
-        "        self.send_response(200)\n"
-        "        self.send_header('content-type', 'application/x-protobuf')\n"
-        "        self.send_header('content-length', '0')\n"
-        "        self.end_headers()\n"
-        "    def log_message(self, *a): pass\n"
-        "http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
-    )
+    It parses every protobuf request and answers 200 with an ``Export*ServiceResponse``;
+    ``stats()`` returns what it received (the benchmark checks the span count against
+    the workers' own). Its CPU is not in the worker CPU column (a collector runs
+    elsewhere), but it shares the machine's cores.
+    """
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen([sys.executable, "-c", self.CODE, str(self.port)])
+        env = {**os.environ,
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._fanout_app.sink", str(self.port)], cwd=ROOT,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"OTLP sink exited with {self.process.returncode}")
+            try:
+                self.stats()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.1)
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.endpoint}/stats", timeout=30) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def cpu(self) -> float:
+        return proc_cpu(self.process.pid)
+
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def _header(args: argparse.Namespace, what: str) -> None:
+    soft, _ = resource_limits()
+    print(f"fan-out: {what}, window {args.window}, exporter {args.exporter}, "
+          f"variants {', '.join(args.variant_list)}\n{source_fingerprint()}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
+          f"RLIMIT_NOFILE {soft}", flush=True)
+
+
+def resource_limits() -> tuple[int, int]:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _sink_note(rows: list[dict[str, Any]]) -> str:
+    otlp = [r for r in rows if r["sink_cpu_us"] == r["sink_cpu_us"]]
+    if not otlp:
+        return ""
+    return "\nOTLP sink CPU per delivery (not in the worker column): " + ", ".join(
+        f"{r['variant']} {r['sink_cpu_us']:.1f} µs" for r in otlp)
+
+
+async def run_scale(args: argparse.Namespace, results: list[Result]) -> list[dict[str, Any]]:
+    """``--scale``: every variant at every client count, rounds interleaved within a count."""
+    rows: list[dict[str, Any]] = []
+    for clients in args.scale_counts:
+        broadcasts = max(20, round(args.scale_deliveries / clients))
+        warmup = max(3, min(args.warmup, broadcasts // 4))
+        run_args = argparse.Namespace(**{**vars(args), "clients": clients,
+                                         "broadcasts": broadcasts, "warmup": warmup})
+        print(f"N={clients}: {broadcasts} broadcasts ({clients * broadcasts:,} deliveries), "
+              f"warm-up {warmup}", flush=True)
+        batch: list[Result] = []
+        for round_no in range(1, args.rounds + 1):
+            for name in args.variant_list:
+                result = await run_variant(resolve_variant(name), round_no, run_args)
+                _print_run(result)
+                batch.append(result)
+        results.extend(batch)
+        rows.extend(summarize(batch, args.variant_list))
+    return rows
 
 
 async def main_async(args: argparse.Namespace) -> int:
     results: list[Result] = []
     started = time.monotonic()
-    rounds = "profile, 1 run each" if args.profile else f"{args.rounds} round(s)"
-    print(f"fan-out: {args.clients} clients, {args.broadcasts} broadcasts, window "
-          f"{args.window}, {rounds}, exporter {args.exporter}, "
-          f"variants {', '.join(args.variant_list)}\n{source_fingerprint()}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if args.profile is not None:
+        _header(args, f"{args.clients} clients, {args.broadcasts} broadcasts, profile, 1 run each")
         for name in args.variant_list:
             directory = args.profile / name
-            result = await run_variant(VARIANTS[name], 1, args, directory)
+            result = await run_variant(resolve_variant(name), 1, args, directory)
             _print_run(result)
             counts = summarize_profile(sorted(directory.glob("*.txt")))
             total = sum(counts.values()) or 1
@@ -778,25 +1053,37 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"  {otel / total:6.1%}  {otel / total * cpu_us:6.1f} µs  = all OpenTelemetry "
                   "(otel_channels + SDK + API)\n", flush=True)
         return 0
-    for round_no in range(1, args.rounds + 1):
-        for name in args.variant_list:
-            result = await run_variant(VARIANTS[name], round_no, args)
-            _print_run(result)
-            results.append(result)
-    rows = summarize(results, args.variant_list)
-    print(f"\nmedian of {args.rounds} round(s), {time.monotonic() - started:.0f} s in all, "
-          f"load average now {os.getloadavg()[0]:.1f}:\n")
-    print(markdown_table(rows))
+    if args.scale_counts:
+        _header(args, f"scaling over {args.scale} clients, about {args.scale_deliveries:,} "
+                      f"deliveries per run, {args.rounds} round(s)")
+        rows = await run_scale(args, results)
+        print(f"\nmedian of {args.rounds} round(s) per client count, "
+              f"{time.monotonic() - started:.0f} s in all, "
+              f"load average now {os.getloadavg()[0]:.1f}:\n")
+        print(scale_table(rows) + _sink_note(rows))
+    else:
+        _header(args, f"{args.clients} clients, {args.broadcasts} broadcasts, "
+                      f"{args.rounds} round(s)")
+        for round_no in range(1, args.rounds + 1):
+            for name in args.variant_list:
+                result = await run_variant(resolve_variant(name), round_no, args)
+                _print_run(result)
+                results.append(result)
+        rows = summarize(results, args.variant_list)
+        print(f"\nmedian of {args.rounds} round(s), {time.monotonic() - started:.0f} s in all, "
+              f"load average now {os.getloadavg()[0]:.1f}:\n")
+        print(markdown_table(rows) + _sink_note(rows))
     if args.json:
         args.json.write_text(json.dumps({
-            "args": {k: str(v) for k, v in vars(args).items()},
+            "args": {k: str(v) for k, v in vars(args).items() if k != "sink"},
             "source": source_fingerprint(),
             "summary": rows,
             "runs": [{**{k: v for k, v in vars(r).items() if k != "latencies"},
                       "rate": r.rate, "p50": r.percentile(0.5), "p99": r.percentile(0.99)}
                      for r in results],
         }, indent=2))
-    failed = [r for r in results if r.error or r.unexpected]
+    failed = [r for r in results if r.error or r.unexpected
+              or (r.sink_spans is not None and r.sink_spans != r.spans)]
     return 1 if failed else 0
 
 
@@ -810,13 +1097,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.rounds} round(s)\n{source_fingerprint()}; "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
         return run_inproc(args)
-    sink = OTLPSink() if args.exporter == "otlp" else None
-    args.otlp_endpoint = sink.endpoint if sink else ""
+    soft, hard = raise_nofile()  # before the workers start: they inherit it
+    need = max([args.clients, *args.scale_counts]) * 2 + 500
+    if soft < need:
+        print(f"warning: RLIMIT_NOFILE {soft} (hard {hard}) may be too low for {need // 2 - 250} "
+              "clients", file=sys.stderr, flush=True)
+    otlp = any(uses_otlp(resolve_variant(v), args.exporter) for v in args.variant_list)
+    args.sink = OTLPSink() if otlp else None
     try:
         return asyncio.run(main_async(args))
     finally:
-        if sink is not None:
-            sink.stop()
+        if args.sink is not None:
+            args.sink.stop()
 
 
 if __name__ == "__main__":

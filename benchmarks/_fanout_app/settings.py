@@ -2,9 +2,12 @@
 
 ``FANOUT_APP=1`` puts ``otel_channels`` in ``INSTALLED_APPS`` (so it instruments
 Channels at start-up); ``FANOUT_RATE`` is its ``MESSAGE_SAMPLE_RATE``;
+``FANOUT_BUDGET`` its ``MAX_PROCESS_SPANS_PER_BROADCAST`` (``none`` for None,
+i.e. a ``process`` span per delivery, or an int; unset: the library default);
 ``FANOUT_PREFIX`` is the channel-layer prefix, unique per benchmark run so
 parallel runs on the shared Redis never collide; ``FANOUT_LAYER=memory``
-switches to the in-memory layer (in-process mode).
+switches to the in-memory layer, ``redislike`` to the in-process layer of
+``layers.py`` that delivers as channels-redis does (``fanout_instructions.sh``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ CHANNEL_LAYERS = {"default": {
     "BACKEND": "channels_redis.core.RedisChannelLayer",
     "CONFIG": {"hosts": _HOSTS, "prefix": os.environ.get("FANOUT_PREFIX", "fanout-bench")},
 }}
-if os.environ.get("FANOUT_LAYER") == "memory":  # ``fanout.py --inproc``: no Redis, no sockets
+if os.environ.get("FANOUT_LAYER") == "memory":  # InMemoryChannelLayer: no Redis, no sockets
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-OTEL_CHANNELS = {"MESSAGE_SAMPLE_RATE": float(os.environ.get("FANOUT_RATE", "1.0"))}
+elif os.environ.get("FANOUT_LAYER") == "redislike":  # fanout_instructions.sh (see layers.py)
+    CHANNEL_LAYERS = {"default": {"BACKEND": "benchmarks._fanout_app.layers.RedisLikeMemoryLayer"}}
+OTEL_CHANNELS: dict[str, object] = {
+    "MESSAGE_SAMPLE_RATE": float(os.environ.get("FANOUT_RATE", "1.0")),
+}
+_budget = os.environ.get("FANOUT_BUDGET", "").strip().lower()
+if _budget:  # unset: leave the library's default budget
+    OTEL_CHANNELS["MAX_PROCESS_SPANS_PER_BROADCAST"] = None if _budget == "none" else int(_budget)
