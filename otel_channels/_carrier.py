@@ -29,6 +29,10 @@ from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
 __all__ = ["attach", "detach", "format_traceparent", "parse_traceparent", "remote_context"]
 
+#: Fields ``broadcast()`` adds next to the instrumentor's: the SSE event id the replay
+#: log gave the message, the id before it, and the group it was numbered in.
+SSE_ID, SSE_PREV, SSE_GROUP = "sse_id", "sse_prev", "sse_group"
+
 _HEX = frozenset("0123456789abcdef")
 _MAX_TRACESTATE = 512  # W3C: 32 members of at most 256 chars is the hard cap; keep it short
 

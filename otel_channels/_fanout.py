@@ -41,7 +41,7 @@ from opentelemetry.trace import Link, SpanKind
 from . import _carrier, _sampling, _telemetry
 from . import _semconv as sc
 from ._names import group_template
-from .conf import SETTING_NAME
+from .conf import SETTING_NAME, Config
 
 #: A broadcast with no delivery on this worker for this long has ended here.
 QUIET_SECONDS = 0.25
@@ -59,7 +59,7 @@ def metric_attributes(template: str | None) -> dict[str, Any]:
     """Shared, read-only attributes of consumed-message metrics for ``template``."""
     attributes: dict[str, Any] = {
         sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-        sc.MESSAGING_OPERATION_TYPE: "process",
+        sc.MESSAGING_OPERATION_TYPE: sc.OPERATION_PROCESS,
     }
     if template is not None:
         attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template
@@ -83,7 +83,7 @@ class Broadcast:
         key: str | None,
         carrier: dict[str, Any] | None,
         message_type: Any,
-        config: Any,
+        config: Config,
         telemetry: _telemetry.Telemetry,
         group: str | None = None,
     ) -> None:
@@ -91,22 +91,22 @@ class Broadcast:
         carried_group = _carrier.destination(carrier)
         self.group = carried_group or group
         template = self.template = (
-            group_template(self.group, config["GROUP_TEMPLATE"]) if self.group else None
+            group_template(self.group, config.GROUP_TEMPLATE) if self.group else None
         )
         producer = self.producer = _carrier.remote_context(carrier)
         if producer is not None:
             self.sampled = producer.trace_flags.sampled
         else:  # an untraced producer: this worker decides, once per message
-            self.sampled = _sampling.draw(config["MESSAGE_SAMPLE_RATE"])
+            self.sampled = _sampling.draw(config.MESSAGE_SAMPLE_RATE)
         self.producer_link = Link(producer) if producer is not None else None
-        if producer is not None and config["GROUP_MESSAGE_PARENT"] == "producer":
+        if producer is not None and config.GROUP_MESSAGE_PARENT == "producer":
             self.parent = trace.set_span_in_context(trace.NonRecordingSpan(producer), _EMPTY)
         else:
             self.parent = _EMPTY  # a new trace
         self.handler_context = _EMPTY  # what the handler's context is built on
         self.dropped_context = _sampling.DROPPED_CONTEXT
         attributes = self.metric_attributes = metric_attributes(template)
-        span_attributes = {**attributes, sc.MESSAGING_OPERATION_NAME: "process"}
+        span_attributes = {**attributes, sc.MESSAGING_OPERATION_NAME: sc.SPAN_PROCESS}
         if self.group is not None:
             span_attributes[sc.MESSAGING_DESTINATION_NAME] = self.group
         elif carrier is not None:  # a carrier without a group: a send to one channel
@@ -114,7 +114,7 @@ class Broadcast:
         if isinstance(message_type, str):
             span_attributes[sc.CHANNELS_MESSAGE_TYPE] = message_type[:256]
         self.span_attributes = span_attributes
-        self.span_name = f"process {template}" if template else "process"
+        self.span_name = f"{sc.SPAN_PROCESS} {template}" if template else sc.SPAN_PROCESS
         self.sent_at = _carrier.sent_at(carrier)
         self.consumed = telemetry.consumed_messages.cell_for(template, attributes)
         self.started = 0  # deliveries begun on this worker (0: the next one is the first)
@@ -155,7 +155,7 @@ class Table:
         self,
         carrier: dict[str, Any] | None,
         message_type: Any,
-        config: Any,
+        config: Config,
         telemetry: _telemetry.Telemetry,
         group: str | None = None,
     ) -> Broadcast:
@@ -237,7 +237,7 @@ def summarize(record: Broadcast) -> None:
     first_ns, last_ns = record.first_ns, record.last_ns
     attributes: dict[str, Any] = {
         **record.span_attributes,
-        sc.MESSAGING_OPERATION_NAME: "deliver",
+        sc.MESSAGING_OPERATION_NAME: sc.SPAN_DELIVER,
         sc.MESSAGING_BATCH_MESSAGE_COUNT: deliveries,
         sc.CHANNELS_DELIVERIES_RECORDED: recorded,
         sc.CHANNELS_DELIVERIES_UNRECORDED: deliveries - recorded,
@@ -251,7 +251,7 @@ def summarize(record: Broadcast) -> None:
     record.first_ns = 0
     if deliveries <= recorded:
         return  # every delivery of the window is a span already
-    name = f"deliver {record.template}" if record.template else "deliver"
+    name = f"{sc.SPAN_DELIVER} {record.template}" if record.template else sc.SPAN_DELIVER
     span = _telemetry.get().tracer.start_span(
         name, context=record.parent, kind=SpanKind.CONSUMER, links=record.links(None),
         attributes=attributes, start_time=first_ns or None,

@@ -5,8 +5,35 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote_plus
+
+#: Query parameter names whose values are replaced by ``REDACTED`` in ``url.query``.
+DEFAULT_SENSITIVE_QUERY_PARAMS = (
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "auth",
+    "authorization",
+    "key",
+    "api_key",
+    "apikey",
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "signature",
+    "sig",
+    "jwt",
+    "session",
+    "sessionid",
+    "code",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
+)
 
 #: The scope key where the instrumented URLRouter records the matched route template.
 ROUTE_SCOPE_KEY = "otel_channels.route"
@@ -66,3 +93,16 @@ def redact_query(query: bytes | str, sensitive: Iterable[str]) -> str:
         else:
             parts.append(part)
     return "&".join(parts)
+
+
+def request_route(request: Any, fallback: str) -> str:
+    """The URL pattern template (``/events/<room>/``), else ``fallback``."""
+    match = getattr(request, "resolver_match", None)
+    route = getattr(match, "route", None)
+    if not isinstance(route, str) or not route:
+        return fallback
+    if route.startswith("^") or "(?P<" in route:
+        text = pattern_template(SimpleNamespace(_regex=route))
+    else:
+        text = pattern_template(SimpleNamespace(_route=route))
+    return "/" + text.lstrip("/")

@@ -27,12 +27,10 @@ the broadcast (:class:`._fanout.Broadcast`) holds everything prepared once.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -40,7 +38,8 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from . import _carrier, _sampling, _telemetry
 from . import _semconv as sc
 from ._fanout import TABLE, Broadcast
-from .conf import get_config
+from ._spans import CONTROL_FLOW, record_exception
+from .conf import Config, get_config
 
 Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -50,15 +49,12 @@ CLIENT_EVENT_TYPES = frozenset({
     "http.request", "http.disconnect", "lifespan.startup", "lifespan.shutdown",
 })
 
-#: Exceptions Channels uses for control flow: never errors.
-_CONTROL_FLOW = (StopConsumer, AcceptConnection, DenyConnection, asyncio.CancelledError,
-                 GeneratorExit)
-
 _set_span_in_context = trace.set_span_in_context
 _attach, _detach = otel_context.attach, otel_context.detach
 _DROPPED_SPAN = _sampling.DROPPED_SPAN
 _DROPPED_CONTEXT = _sampling.DROPPED_CONTEXT
 _time_ns = time.time_ns
+_RECORDS = TABLE.records
 
 
 def has_handler(consumer: Any, message: dict[str, Any]) -> bool:
@@ -89,14 +85,18 @@ def process(
     else:
         config, telemetry = get_config(), _telemetry.get()
         active = telemetry.active()
-    key = config["CARRIER_KEY"]
-    if not active and config["UNKNOWN_MESSAGE_POLICY"] == "raise":
+    key = config.CARRIER_KEY
+    if not active and config.UNKNOWN_MESSAGE_POLICY == "raise":
         # No SDK installed: only make sure the carrier never reaches the handler.
         return dispatch(_carrier.detach(message, key)[0] if key in message else message)
     clean, carrier = _carrier.detach(message, key)
-    record = TABLE.lookup(carrier, clean.get("type"), config, telemetry)
+    # The common case first: a later delivery of a message this worker already knows.
+    message_id = carrier.get("id") if carrier is not None else None
+    record = _RECORDS.get(message_id) if message_id.__class__ is str else None
+    if record is None:
+        record = TABLE.lookup(carrier, clean.get("type"), config, telemetry)
     record.consumed[0] += 1
-    if config["UNKNOWN_MESSAGE_POLICY"] == "drop" and not has_handler(consumer, clean):
+    if config.UNKNOWN_MESSAGE_POLICY == "drop" and not has_handler(consumer, clean):
         _drop_unknown(record, telemetry, holder)
         return _nothing()
     if not record.sampled:
@@ -107,7 +107,7 @@ def process(
         return _untraced(record, clean, dispatch, holder)
     first = record.started == 0
     record.started += 1
-    budget = config["MAX_PROCESS_SPANS_PER_BROADCAST"]
+    budget = config.MAX_PROCESS_SPANS_PER_BROADCAST
     if budget is None or record.key is None:  # a span per delivery (or an unshared record)
         return _traced(record, clean, dispatch, holder, telemetry, config, first, False)
     if record.spans < budget:
@@ -169,7 +169,7 @@ async def _traced(
     dispatch: Dispatch,
     holder: Any,
     telemetry: _telemetry.Telemetry,
-    config: Any,
+    config: Config,
     first: bool,
     tally: bool,
 ) -> Any:
@@ -197,7 +197,7 @@ async def _traced(
         duration = (end_ns - start_ns) / 1e9
         if holder is not None:
             holder.active_span = holder.idle_span
-        threshold = config["SLOW_PROCESS_THRESHOLD"]
+        threshold = config.SLOW_PROCESS_THRESHOLD
         slow = threshold is not None and duration > threshold
         if slow:
             span.set_attribute(sc.CHANNELS_DELIVERY_SLOW, True)
@@ -221,7 +221,7 @@ async def _past_budget(
     dispatch: Dispatch,
     holder: Any,
     telemetry: _telemetry.Telemetry,
-    config: Any,
+    config: Config,
     first: bool,
 ) -> Any:
     """A delivery past the budget: no span object unless it fails or is slow."""
@@ -239,7 +239,7 @@ async def _past_budget(
     try:
         return await dispatch(clean)
     except BaseException as exc:
-        if not isinstance(exc, _CONTROL_FLOW):
+        if not isinstance(exc, CONTROL_FLOW):
             failure = exc
         raise
     finally:
@@ -254,7 +254,7 @@ async def _past_budget(
         duration = (end_ns - start_ns) / 1e9
         if duration > record.max_duration:
             record.max_duration = duration
-        threshold = config["SLOW_PROCESS_THRESHOLD"]
+        threshold = config.SLOW_PROCESS_THRESHOLD
         slow = threshold is not None and duration > threshold
         if failure is not None or slow:
             record.recorded += 1
@@ -302,14 +302,3 @@ def _drop_unknown(record: Broadcast, telemetry: _telemetry.Telemetry, holder: An
         span.set_attribute(sc.ERROR_TYPE, "unknown_type")
         span.set_status(Status(StatusCode.ERROR, "no handler for message type"))
     span.end()
-
-
-def record_exception(span: trace.Span, exc: BaseException, timestamp: int | None = None) -> bool:
-    """Record ``exc`` on ``span`` unless it is Channels' control flow; True if it is an error."""
-    if isinstance(exc, _CONTROL_FLOW):
-        return False
-    if span.is_recording():
-        span.record_exception(exc, timestamp=timestamp)
-        span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:256]))
-    return True

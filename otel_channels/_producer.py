@@ -15,14 +15,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 
-from . import _carrier, _process, _sampling, _telemetry
+from . import _carrier, _sampling, _telemetry
 from . import _semconv as sc
 from ._names import group_template
 from ._payload import check_payload
+from ._spans import activate, deactivate, record_exception
 from .conf import get_config
 
 # Set while a traced send / group_send runs: a layer whose group_send calls its
@@ -40,8 +42,8 @@ async def _produce(
     group: bool,
 ) -> Any:
     config = get_config()
-    key = config["CARRIER_KEY"]
-    if config["STRICT_PAYLOADS"]:
+    key = config.CARRIER_KEY
+    if config.STRICT_PAYLOADS:
         check_payload(message, key)  # on every path: tests must catch what Redis would break
     telemetry = _telemetry.get()
     if not telemetry.active():
@@ -58,17 +60,17 @@ async def _produce(
     if not is_instrumentation_enabled():
         return await _produce_suppressed(wrapped, target, message, key, group)
     if group:
-        template = group_template(target, config["GROUP_TEMPLATE"])
-        name = f"group_send {template}"
+        template = group_template(target, config.GROUP_TEMPLATE)
+        name = f"{sc.SPAN_GROUP_SEND} {template}"
     else:
-        template, name = None, "send"
+        template, name = None, sc.SPAN_SEND
     metric_attributes = _metric_attributes(template)
 
     current = trace.get_current_span().get_span_context()
     if current.is_valid:
         keep = current.trace_flags.sampled  # follow the trace we are in
     else:
-        keep = _sampling.draw(config["MESSAGE_SAMPLE_RATE"])
+        keep = _sampling.draw(config.MESSAGE_SAMPLE_RATE)
 
     span: trace.Span | None = None
     if keep:
@@ -91,14 +93,16 @@ async def _produce(
         # No ``return`` inside the try: an ``else`` clause is skipped after a return,
         # which once left the sent-messages counter and duration never recorded.
         if span is not None:
-            with trace.use_span(span, end_on_exit=False, record_exception=False,
-                                set_status_on_exception=False):
+            token = activate(span, otel_context.get_current())
+            try:
                 result = await wrapped(target, stamped)
+            finally:
+                deactivate(token)
         else:
             result = await wrapped(target, stamped)
     except BaseException as exc:
         if span is not None:
-            _process.record_exception(span, exc)
+            record_exception(span, exc)
         error_attributes = {**metric_attributes, sc.ERROR_TYPE: type(exc).__qualname__}
         telemetry.operation_duration.record(time.perf_counter() - start, error_attributes)
         raise
@@ -136,8 +140,8 @@ def _metric_attributes(template: str | None) -> dict[str, Any]:
     """Shared, read-only attributes of a ``group_send`` to ``template`` (None: ``send``)."""
     attributes = {
         sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-        sc.MESSAGING_OPERATION_NAME: "send" if template is None else "group_send",
-        sc.MESSAGING_OPERATION_TYPE: "send",
+        sc.MESSAGING_OPERATION_NAME: sc.SPAN_SEND if template is None else sc.SPAN_GROUP_SEND,
+        sc.MESSAGING_OPERATION_TYPE: sc.OPERATION_SEND,
     }
     if template is not None:
         attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template

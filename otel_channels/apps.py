@@ -17,7 +17,7 @@ class OtelChannelsConfig(AppConfig):
 
         checks.register(check_settings, "otel_channels")
         checks.register(check_channel_layers, "otel_channels")
-        if get_config()["AUTO_INSTRUMENT"]:
+        if get_config().AUTO_INSTRUMENT:
             from .instrumentation import ChannelsInstrumentor
 
             instrumentor = ChannelsInstrumentor()

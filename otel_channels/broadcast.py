@@ -43,9 +43,9 @@ from channels.layers import get_channel_layer
 from opentelemetry import trace
 
 from . import _carrier
-from ._hub import SSE_GROUP, SSE_ID, SSE_PREV
-from ._replay import get_log, normalise_id
+from ._carrier import SSE_GROUP, SSE_ID, SSE_PREV
 from .conf import get_config
+from .sse._replay import get_log, normalise_id
 
 __all__ = ["abroadcast", "broadcast"]
 
@@ -68,7 +68,7 @@ async def abroadcast(
         raise TypeError("event_type must be a non-empty str")
     if data is not None and not isinstance(data, Mapping):
         raise TypeError(f"data must be a mapping of message fields, not {type(data).__name__}")
-    key = get_config()["CARRIER_KEY"]
+    key = get_config().CARRIER_KEY
     fields = dict(data or {})
     if "type" in fields or key in fields:
         raise ValueError(f"data must not contain 'type' or the carrier key {key!r}")

@@ -13,39 +13,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["DEFAULTS", "SETTING_NAME", "Spec", "SPECS", "get_config", "reload"]
+from ._names import DEFAULT_SENSITIVE_QUERY_PARAMS
+
+__all__ = [
+    "DEFAULTS", "DEFAULT_SENSITIVE_QUERY_PARAMS", "SETTING_NAME", "SPECS", "Config", "Spec",
+    "get_config", "reload",
+]
 
 SETTING_NAME = "OTEL_CHANNELS"
-
-#: Query parameter names whose values are replaced by ``REDACTED`` in ``url.query``.
-DEFAULT_SENSITIVE_QUERY_PARAMS = (
-    "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "auth",
-    "authorization",
-    "key",
-    "api_key",
-    "apikey",
-    "password",
-    "passwd",
-    "secret",
-    "client_secret",
-    "signature",
-    "sig",
-    "jwt",
-    "session",
-    "sessionid",
-    "code",
-    "x-amz-signature",
-    "x-amz-security-token",
-    "x-goog-signature",
-)
-
 
 def _is_rate(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
@@ -84,50 +62,77 @@ class Spec:
     expected: str
 
 
-SPECS: dict[str, Spec] = {
-    "AUTO_INSTRUMENT": Spec(True, lambda v: isinstance(v, bool), "a bool"),
-    "CARRIER_KEY": Spec("_otel", lambda v: isinstance(v, str) and v != "type" and bool(v),
-                        "a non-empty str other than 'type'"),
-    "MESSAGE_SAMPLE_RATE": Spec(1.0, _is_rate, "a number from 0.0 to 1.0"),
-    "FRAME_TRACE_MODE": Spec("link", _one_of("link", "child"), "'link' or 'child'"),
-    "GROUP_MESSAGE_PARENT": Spec("producer", _one_of("producer", "link"), "'producer' or 'link'"),
-    "CLIENT_CONTEXT": Spec("parent", _one_of("parent", "link", "ignore"),
-                           "'parent', 'link' or 'ignore'"),
-    "QUERY_TRACEPARENT": Spec(False, lambda v: isinstance(v, bool), "a bool"),
-    "JSON_TRACEPARENT_KEY": Spec("traceparent",
-                                 lambda v: v is None or (isinstance(v, str) and v != ""),
-                                 "a non-empty str or None"),
-    "MAX_FRAME_SIZE": Spec(None, _is_positive_int_or_none, "a positive int (bytes) or None"),
-    "SSE_HEARTBEAT": Spec(15, _is_positive_number, "a positive number of seconds"),
-    "MAX_PROCESS_SPANS_PER_BROADCAST": Spec(10, _is_count_or_none,
-                                            "an int >= 0, or None (a span per delivery)"),
-    "SLOW_PROCESS_THRESHOLD": Spec(0.5, lambda v: v is None or _is_positive_number(v),
-                                   "a positive number of seconds, or None"),
-    # --- keys of our own (documented in the README settings table) ---
-    "MAX_FRAME_RATE": Spec(None, lambda v: v is None or _is_positive_number(v),
-                           "a positive number of frames per second, or None"),
-    "SEND_SPANS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
-    "SEND_EVENTS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
-    "MAX_SPANS_PER_CONNECTION": Spec(1000, _is_positive_int_or_none, "a positive int or None"),
-    "IGNORED_FRAMES": Spec((), _is_str_list, "a list of str (exact frame texts)"),
-    "SPAN_HOOK": Spec(None, _is_callable_or_path,
-                      "a callable(span, scope, message) or its dotted path, or None"),
-    "GROUP_TEMPLATE": Spec(None, _is_callable_or_path,
-                           "a callable(group_name) -> str or its dotted path, or None"),
-    "SENSITIVE_QUERY_PARAMS": Spec(DEFAULT_SENSITIVE_QUERY_PARAMS, _is_str_list, "a list of str"),
-    "BAD_FRAME_POLICY": Spec("raise", _one_of("raise", "close", "error_frame"),
-                             "'raise', 'close' or 'error_frame'"),
-    "UNKNOWN_MESSAGE_POLICY": Spec("raise", _one_of("raise", "drop"), "'raise' or 'drop'"),
-    "STRICT_PAYLOADS": Spec(False, lambda v: isinstance(v, bool), "a bool"),
-    "SSE_QUEUE_SIZE": Spec(256, _is_positive_int_or_none, "a positive int"),
-    "SSE_SLOW_CLIENT_POLICY": Spec("reset", _one_of("reset", "close"), "'reset' or 'close'"),
-    "SSE_REPLAY_MAXLEN": Spec(1000, lambda v: isinstance(v, int) and not isinstance(v, bool)
-                              and v >= 0, "an int >= 0 (0 disables replay)"),
-    "SSE_REPLAY_TTL": Spec(3600, _is_positive_number, "a positive number of seconds"),
-    "SSE_RETRY": Spec(None, _is_positive_int_or_none, "a positive int (milliseconds) or None"),
-    "SSE_TRACEPARENT_FIELD": Spec(False, lambda v: isinstance(v, bool), "a bool"),
-}
+def _setting(default: Any, valid: Callable[[Any], bool], expected: str) -> Any:
+    return field(default=default, metadata={"spec": Spec(default, valid, expected)})
 
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged ``OTEL_CHANNELS`` setting, typed: the one table of keys, defaults and checks.
+
+    Each field is a key of the setting; its metadata holds the validator and the
+    words the system check prints (:data:`SPECS`). ``SPAN_HOOK`` and
+    ``GROUP_TEMPLATE`` hold the resolved callables, the two lists frozensets.
+    """
+
+    # --- keys of the design contract ---
+    AUTO_INSTRUMENT: bool = _setting(True, _is_bool, "a bool")
+    CARRIER_KEY: str = _setting("_otel", lambda v: isinstance(v, str) and v != "type" and bool(v),
+                                "a non-empty str other than 'type'")
+    MESSAGE_SAMPLE_RATE: float = _setting(1.0, _is_rate, "a number from 0.0 to 1.0")
+    FRAME_TRACE_MODE: str = _setting("link", _one_of("link", "child"), "'link' or 'child'")
+    GROUP_MESSAGE_PARENT: str = _setting("producer", _one_of("producer", "link"),
+                                         "'producer' or 'link'")
+    CLIENT_CONTEXT: str = _setting("parent", _one_of("parent", "link", "ignore"),
+                                   "'parent', 'link' or 'ignore'")
+    QUERY_TRACEPARENT: bool = _setting(False, _is_bool, "a bool")
+    JSON_TRACEPARENT_KEY: str | None = _setting(
+        "traceparent", lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a non-empty str or None")
+    MAX_FRAME_SIZE: int | None = _setting(None, _is_positive_int_or_none,
+                                          "a positive int (bytes) or None")
+    SSE_HEARTBEAT: float = _setting(15, _is_positive_number, "a positive number of seconds")
+    MAX_PROCESS_SPANS_PER_BROADCAST: int | None = _setting(
+        10, _is_count_or_none, "an int >= 0, or None (a span per delivery)")
+    SLOW_PROCESS_THRESHOLD: float | None = _setting(
+        0.5, lambda v: v is None or _is_positive_number(v), "a positive number of seconds, or None")
+    # --- keys of our own (documented in docs/settings.md) ---
+    MAX_FRAME_RATE: float | None = _setting(None, lambda v: v is None or _is_positive_number(v),
+                                            "a positive number of frames per second, or None")
+    SEND_SPANS: bool = _setting(False, _is_bool, "a bool")
+    SEND_EVENTS: bool = _setting(False, _is_bool, "a bool")
+    MAX_SPANS_PER_CONNECTION: int | None = _setting(1000, _is_positive_int_or_none,
+                                                    "a positive int or None")
+    IGNORED_FRAMES: frozenset[str] = _setting((), _is_str_list,
+                                              "a list of str (exact frame texts)")
+    SPAN_HOOK: Callable[[Any, Any, Any], Any] | None = _setting(
+        None, _is_callable_or_path, "a callable(span, scope, message) or its dotted path, or None")
+    GROUP_TEMPLATE: Callable[[str], str] | None = _setting(
+        None, _is_callable_or_path, "a callable(group_name) -> str or its dotted path, or None")
+    SENSITIVE_QUERY_PARAMS: frozenset[str] = _setting(DEFAULT_SENSITIVE_QUERY_PARAMS, _is_str_list,
+                                                      "a list of str")
+    BAD_FRAME_POLICY: str = _setting("raise", _one_of("raise", "close", "error_frame"),
+                                     "'raise', 'close' or 'error_frame'")
+    UNKNOWN_MESSAGE_POLICY: str = _setting("raise", _one_of("raise", "drop"), "'raise' or 'drop'")
+    STRICT_PAYLOADS: bool = _setting(False, _is_bool, "a bool")
+    SSE_QUEUE_SIZE: int | None = _setting(256, _is_positive_int_or_none,
+                                          "a positive int, or None (unbounded)")
+    SSE_SLOW_CLIENT_POLICY: str = _setting("reset", _one_of("reset", "close"), "'reset' or 'close'")
+    SSE_REPLAY_MAXLEN: int = _setting(
+        1000, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "an int >= 0 (0 disables replay)")
+    SSE_REPLAY_TTL: float = _setting(3600, _is_positive_number, "a positive number of seconds")
+    SSE_RETRY: int | None = _setting(None, _is_positive_int_or_none,
+                                     "a positive int (milliseconds) or None")
+    SSE_TRACEPARENT_FIELD: bool = _setting(False, _is_bool, "a bool")
+
+
+#: The settings table: key -> Spec (default, validator, expected), in field order.
+SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(Config)}
 DEFAULTS: dict[str, Any] = {key: spec.default for key, spec in SPECS.items()}
 
 
@@ -142,20 +147,20 @@ def _user_settings() -> dict[str, Any]:
 
 
 @functools.cache
-def get_config() -> dict[str, Any]:
+def get_config() -> Config:
     """The merged settings; invalid values fall back to their default."""
-    config = dict(DEFAULTS)
+    values = dict(DEFAULTS)
     for key, value in _user_settings().items():
         spec = SPECS.get(key)
         if spec is not None and spec.valid(value):
-            config[key] = value
-    for key in ("SPAN_HOOK", "GROUP_TEMPLATE"):
-        config[key] = _resolve(config[key])
-    config["IGNORED_FRAMES"] = frozenset(config["IGNORED_FRAMES"])
-    config["SENSITIVE_QUERY_PARAMS"] = frozenset(
-        name.lower() for name in config["SENSITIVE_QUERY_PARAMS"]
+            values[key] = value
+    values["SPAN_HOOK"] = _resolve(values["SPAN_HOOK"])
+    values["GROUP_TEMPLATE"] = _resolve(values["GROUP_TEMPLATE"])
+    values["IGNORED_FRAMES"] = frozenset(values["IGNORED_FRAMES"])
+    values["SENSITIVE_QUERY_PARAMS"] = frozenset(
+        name.lower() for name in values["SENSITIVE_QUERY_PARAMS"]
     )
-    return config
+    return Config(**values)
 
 
 def _resolve(value: Any) -> Any:

@@ -23,6 +23,7 @@ from channels.generic.websocket import (
     WebsocketConsumer,
 )
 
+from ._frames import MALFORMED_JSON, bad_frame
 from ._websocket import TracedConsumerMixin
 
 __all__ = [
@@ -41,12 +42,6 @@ class TracedAsyncWebsocketConsumer(TracedConsumerMixin, AsyncWebsocketConsumer):
     """:class:`channels.generic.websocket.AsyncWebsocketConsumer`, traced."""
 
 
-def _bad_frame_kind(text_data: str | None, bytes_data: bytes | None) -> str | None:
-    if text_data:
-        return None
-    return "binary_frame" if bytes_data is not None else "empty_frame"
-
-
 class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
     """:class:`channels.generic.websocket.JsonWebsocketConsumer`, traced.
 
@@ -59,18 +54,18 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                 **kwargs: Any) -> None:
-        if self._otel.config["BAD_FRAME_POLICY"] == "raise":
+        if self._otel.config.BAD_FRAME_POLICY == "raise":
             return super().receive(text_data, bytes_data, **kwargs)  # Channels' behaviour
-        kind = _bad_frame_kind(text_data, bytes_data)
-        if kind is None:
+        bad = bad_frame(text_data, bytes_data)
+        if bad is None:
             try:
                 content = self.decode_json(text_data)
             except ValueError:
-                kind = "malformed_json"
+                bad = MALFORMED_JSON
             else:
                 return self.receive_json(content, **kwargs)
-        policy, code = self._otel.bad_frame(kind)
-        if policy == "close":
+        kind, code = bad
+        if self._otel.bad_frame(kind, code) == "close":
             self.close(code)
         else:
             self.send_json({"type": "error", "error": kind})
@@ -86,18 +81,18 @@ class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketCo
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                       **kwargs: Any) -> None:
-        if self._otel.config["BAD_FRAME_POLICY"] == "raise":
+        if self._otel.config.BAD_FRAME_POLICY == "raise":
             return await super().receive(text_data, bytes_data, **kwargs)
-        kind = _bad_frame_kind(text_data, bytes_data)
-        if kind is None:
+        bad = bad_frame(text_data, bytes_data)
+        if bad is None:
             try:
                 content = await self.decode_json(text_data)
             except ValueError:
-                kind = "malformed_json"
+                bad = MALFORMED_JSON
             else:
                 return await self.receive_json(content, **kwargs)
-        policy, code = self._otel.bad_frame(kind)
-        if policy == "close":
+        kind, code = bad
+        if self._otel.bad_frame(kind, code) == "close":
             await self.close(code)
         else:
             await self.send_json({"type": "error", "error": kind})

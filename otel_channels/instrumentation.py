@@ -121,7 +121,7 @@ def _dispatch_loop(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     client_events = _process.CLIENT_EVENT_TYPES
 
     def traced_dispatch(message: dict[str, Any]) -> Any:
-        if message.get("type") in client_events and get_config()["CARRIER_KEY"] not in message:
+        if message.get("type") in client_events and get_config().CARRIER_KEY not in message:
             return dispatch(message)
         return _process.process(consumer, message, dispatch)
 

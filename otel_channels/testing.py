@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from channels.testing import ApplicationCommunicator
 
-from ._sse_parser import EventStreamParser, MessageEvent
+from .eventstream import EventStreamParser, MessageEvent
 
 __all__ = ["EventStreamCommunicator"]
 

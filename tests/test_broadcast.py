@@ -14,10 +14,9 @@ from django.test import override_settings
 from django.urls import path
 from opentelemetry.trace import SpanKind
 
-from otel_channels import _replay
 from otel_channels import broadcast as broadcast_module
 from otel_channels.broadcast import abroadcast, broadcast
-from otel_channels.sse import EventStreamView
+from otel_channels.sse import EventStreamView, _replay
 from otel_channels.testing import EventStreamCommunicator
 from tests.project.consumers import ChatConsumer
 

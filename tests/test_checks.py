@@ -46,15 +46,15 @@ def test_not_a_dict():
 
 
 def test_config_cache_cleared_on_setting_changed():
-    assert get_config()["MESSAGE_SAMPLE_RATE"] == 1.0
+    assert get_config().MESSAGE_SAMPLE_RATE == 1.0
     with override_settings(OTEL_CHANNELS={"MESSAGE_SAMPLE_RATE": 0.25}):
-        assert get_config()["MESSAGE_SAMPLE_RATE"] == 0.25
-    assert get_config()["MESSAGE_SAMPLE_RATE"] == 1.0
+        assert get_config().MESSAGE_SAMPLE_RATE == 0.25
+    assert get_config().MESSAGE_SAMPLE_RATE == 1.0
 
 
 def test_invalid_value_falls_back_to_default_at_runtime():
     with override_settings(OTEL_CHANNELS={"MESSAGE_SAMPLE_RATE": 7}):
-        assert get_config()["MESSAGE_SAMPLE_RATE"] == 1.0
+        assert get_config().MESSAGE_SAMPLE_RATE == 1.0
 
 
 REDIS = "channels_redis.core.RedisChannelLayer"

@@ -541,6 +541,8 @@ async def test_spans_connect_and_receive(make_server: Any, spans: Any) -> None:
     assert first.attributes["sse.event.type"] == "chat.message"
     assert first.attributes["sse.last_event_id"] == "9"
     assert first.attributes["messaging.message.body.size"] == len("secret words")
+    assert first.attributes["messaging.operation.name"] == "receive"
+    assert first.attributes["messaging.operation.type"] == "process"  # as on the server
     # ... and without one an event starts a new trace, linked to the connect span.
     assert second.parent is None
     assert [link.context for link in second.links] == [connect.context]

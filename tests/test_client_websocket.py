@@ -11,6 +11,8 @@ import asyncio
 import json
 import random
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,9 +23,9 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, T
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-from otel_channels import client as client_module
 from otel_channels._carrier import format_traceparent
-from otel_channels.client import TracedWebSocketClient
+from otel_channels.client import TracedWebSocketClient, _common
+from otel_channels.client import websocket as websocket_module
 from tests._compat import timeout as time_limit
 from tests._otlp import OTLPReceiver, Span, one_span, wait_spans
 from tests._servers import DaphneWorker, two_workers
@@ -189,6 +191,8 @@ async def test_send_spans_inject_traceparent_and_echo_continues_the_trace(
     assert receive.parent.span_id == send.context.span_id
     assert [link.context for link in receive.links] == [connect.context]
     assert receive.attributes["messaging.message.body.size"] == len(echoed)
+    assert receive.attributes["messaging.operation.name"] == "receive"
+    assert receive.attributes["messaging.operation.type"] == "process"  # as on the server
     # The handler's own span ran inside the receive span.
     assert handle.parent.span_id == receive.context.span_id
     assert "secret payload" not in _all_attribute_values(spans)
@@ -407,7 +411,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         delays.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr(client_module, "_sleep", record)
+    monkeypatch.setattr(websocket_module, "_sleep", record)
     return delays
 
 
@@ -472,8 +476,17 @@ async def test_retries_a_503_handshake(server: EchoServer, spans: Any, sleeps: l
     assert [c.attributes["error.type"] for c in spans.named("connect u")] == ["503"] * 3
 
 
+def test_the_client_package_imports_no_server_module() -> None:
+    code = ("import sys, otel_channels.client; print(' '.join(sorted(m for m in sys.modules if "
+            "m.split('.')[0] == 'channels' or m in ('otel_channels._websocket', "
+            "'otel_channels._process', 'otel_channels._spans', 'otel_channels.sse'))))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, timeout=60)
+    assert found.stdout.strip() == ""
+
+
 def test_backoff_is_capped_exponential_with_full_jitter() -> None:
-    delay = client_module._backoff_delay
+    delay = _common.backoff_delay
     assert [delay(n, 0.5, 4.0, lambda: 1.0) for n in range(6)] == [0.5, 1, 2, 4, 4, 4]
     assert delay(3, 0.5, 4.0, lambda: 0.0) == 0.0
     assert delay(2, 0.5, 4.0, lambda: 0.25) == 0.5

@@ -71,6 +71,7 @@ async def test_json_consumer_spans_kinds_links_and_attributes(spans):
     assert connect.attributes["http.route"] == "/chat/<room>/"
     assert connect.attributes["url.path"] == "/chat/lobby/"
     assert connect.attributes["url.query"] == "token=REDACTED&x=1"
+    assert connect.attributes["url.scheme"] == "ws"
     assert connect.attributes["network.protocol.name"] == "websocket"
     assert connect.attributes["user_agent.original"] == "pytest-agent"
     assert connect.attributes["channels.connection.status"] == "accepted"

@@ -5,8 +5,9 @@
   backticks equal to the code's (or a name defined in a ``python`` code block
   of the page, such as ``DEFAULT_SENSITIVE_QUERY_PARAMS``).
 * ``docs/metrics.md``: its ``| name | instrument | unit | ... |`` table lists
-  exactly the ``M_*`` metric names of :mod:`otel_channels._semconv`, with the
-  instrument kind and unit :class:`otel_channels._telemetry.Telemetry` creates.
+  exactly the server's ``M_*`` metric names of :mod:`otel_channels._semconv`, with
+  the instrument kind and unit :class:`otel_channels._telemetry.Telemetry` creates;
+  ``docs/clients.md`` lists exactly the clients' ``M_CLIENT_*`` names.
 * Every Markdown file: no line starting with ``|`` outside a rendered table
   (a table that renders as raw pipes), every table row with the header's
   column count, every relative link and image pointing at a file that exists.
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SETTINGS_PAGE = DOCS / "settings.md"
 METRICS_PAGE = DOCS / "metrics.md"
+CLIENTS_PAGE = DOCS / "clients.md"
 
 
 def markdown_files() -> list[Path]:
@@ -201,10 +203,12 @@ class _RecordingMeterProvider:
         return self.meter
 
 
-def metric_names() -> set[str]:
+def metric_names(client: bool = False) -> set[str]:
+    """The server's ``M_*`` metric names of the semconv module (the clients': ``M_CLIENT_*``)."""
     return {
         value for name, value in vars(_semconv).items()
         if name.startswith("M_") and isinstance(value, str)
+        and name.startswith("M_CLIENT_") == client
     }
 
 
@@ -223,6 +227,13 @@ def test_metric_table_lists_every_metric() -> None:
     missing = sorted(metric_names() - documented)
     unknown = sorted(documented - metric_names())
     assert not missing and not unknown, f"undocumented: {missing}; not metrics: {unknown}"
+
+
+def test_client_metric_table_lists_every_client_metric() -> None:
+    rows = [row for body in tables(CLIENTS_PAGE.read_text(encoding="utf-8"))
+            if body[1][0][0].lower().startswith("metric") for row in body[1][1:]]
+    documented = {code(row[0]) for row in rows}
+    assert documented == metric_names(client=True)
 
 
 def test_metric_table_kinds_and_units_match_the_code() -> None:

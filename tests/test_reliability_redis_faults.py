@@ -44,8 +44,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 from django.urls import path
 
-from otel_channels import _hub, _replay
 from otel_channels.broadcast import abroadcast
+from otel_channels.sse import _hub, _replay
 from otel_channels.testing import EventStreamCommunicator
 from tests._otlp import OTLPReceiver, Span
 from tests._reliability import (

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from otel_channels import _replay
 from otel_channels.broadcast import abroadcast
+from otel_channels.sse import _replay
 from tests._redis import delete_keys
 from tests._servers import DaphneWorker
 from tests.conftest import redis_layer_config

@@ -18,9 +18,9 @@ import redis
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
-from otel_channels import _hub, _replay
-from otel_channels._sse_parser import EventStreamParser, MessageEvent
 from otel_channels.broadcast import abroadcast, broadcast
+from otel_channels.eventstream import EventStreamParser, MessageEvent
+from otel_channels.sse import _hub, _replay
 from otel_channels.testing import EventStreamCommunicator
 from tests._compat import timeout as time_limit
 from tests._otlp import OTLPReceiver

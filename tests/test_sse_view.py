@@ -15,9 +15,8 @@ from django.test import override_settings
 from django.urls import path, re_path
 from opentelemetry.trace import SpanKind
 
-from otel_channels import _hub, _replay
 from otel_channels.broadcast import abroadcast
-from otel_channels.sse import EventStreamView, ServerSentEvent
+from otel_channels.sse import EventStreamView, ServerSentEvent, _hub, _replay
 from otel_channels.testing import EventStreamCommunicator
 
 ROUTE = "/events/<room>/"
@@ -335,6 +334,11 @@ async def test_connect_and_process_spans(spans):
     assert connect.attributes["url.path"] == "/events/42/"
     assert connect.attributes["url.query"] == "token=REDACTED"
     assert connect.attributes["network.protocol.name"] == "sse"
+    # The same request attributes as a WebSocket connect span (one builder for both).
+    assert connect.attributes["client.address"] == "127.0.0.1"
+    assert connect.attributes["client.port"] == 40000
+    assert connect.attributes["url.scheme"] == "http"
+    assert connect.attributes["http.request.method"] == "GET"
     assert connect.attributes["http.response.status_code"] == 200
     assert connect.attributes["channels.connection.status"] == "accepted"
     assert connect.end_time is not None

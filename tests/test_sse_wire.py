@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from otel_channels._sse_parser import EventStreamParser, MessageEvent
-from otel_channels._sse_wire import ServerSentEvent, encode_comment, json_data
+from otel_channels.eventstream import EventStreamParser, MessageEvent
+from otel_channels.sse.wire import ServerSentEvent, encode_comment, json_data
 
 ENCODE_CASES = [
     ("plain data", ServerSentEvent(data="hello"), b"data: hello\n\n"),

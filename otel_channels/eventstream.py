@@ -1,31 +1,53 @@
-"""An incremental, sans-IO parser for ``text/event-stream`` (Server-Sent Events).
+"""A sans-I/O parser for ``text/event-stream``, the Server-Sent Events format.
 
-Follows the WHATWG HTML standard, "Interpreting an event stream"
-(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+It does no I/O: you feed it the bytes of a response body as they arrive, in
+chunks of any size, and it gives back the events each chunk completed. The
+same parser reads the stream in the traced ``EventSource`` client
+(:mod:`otel_channels.client`), in the test helper
+:class:`otel_channels.testing.EventStreamCommunicator`, and anywhere else you
+read an event stream (an ASGI test, a raw socket, a recorded body)::
 
-* the stream is UTF-8 whatever the ``charset`` says; invalid bytes become U+FFFD;
-  exactly one leading BOM (U+FEFF) is stripped, a second one is data;
-* lines end with CRLF, LF or CR, also when the CR ends one chunk and the LF
-  starts the next (that pair is one line end, not an extra empty line);
-* ``:comment`` lines are not events (with ``keep_comments=True`` their text,
-  one leading space stripped, is collected in ``comments``, for tests); a line
-  without a colon is a field name with an empty value; one space after the
-  colon is stripped;
-* ``data`` lines are joined with LF; an empty line dispatches the event unless
-  no ``data`` line was seen (then only the last event id is updated);
-* ``id`` values containing NUL are ignored; the last event id persists across
-  events (and, seeded with ``last_event_id``, across reconnections, as browsers do);
-* ``retry`` is applied only when it is all ASCII digits;
-* other fields are ignored by the standard; this parser keeps them on the event
-  in ``fields`` (so a client can read e.g. a ``traceparent:`` line);
-* an event still incomplete at the end of the stream is discarded.
-
-Feed it chunks as they arrive (``bytes`` or ``str``)::
+    from otel_channels.eventstream import EventStreamParser
 
     parser = EventStreamParser()
-    for chunk in chunks:
+    async for chunk in response.aiter_bytes():
         for event in parser.feed(chunk):
-            handle(event.type, event.data, event.id)
+            print(event.type, event.data, event.id)
+    parser.close()  # end of the stream: an unfinished event is dropped
+
+Each event is a :class:`MessageEvent`: ``type`` (``"message"`` unless the
+stream said ``event:``), ``data``, ``id`` (the last event id, as a browser's
+``lastEventId``), ``retry`` (if this event set one) and ``fields`` (the
+non-standard fields of the event, e.g. a ``traceparent:`` line).
+``parser.last_event_id`` and ``parser.retry`` keep what a reconnecting client
+needs: pass ``last_event_id`` to the next stream's parser, as browsers do.
+
+What it does is the WHATWG HTML standard, "Server-sent events", sections
+"Parsing an event stream" and "Interpreting an event stream"
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream,
+https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation),
+checked against the web-platform-tests ``eventsource/format-*`` cases:
+
+* the stream is UTF-8 whatever a ``charset`` says; invalid bytes become U+FFFD;
+  exactly one leading BOM (U+FEFF) is stripped, a second one is data;
+* lines end with CRLF, LF or CR (:data:`LINE_BREAK`), also when the CR ends one
+  chunk and the LF starts the next (that pair is one line end, not two);
+* a line starting with ``:`` is a comment (with ``keep_comments=True`` its text,
+  one leading space stripped, is collected in ``comments``, for tests); a line
+  without a colon is a field name with an empty value; one space after the
+  colon is stripped, nothing else;
+* ``data`` lines are joined with LF; an empty line dispatches the event unless
+  no ``data`` line was seen (then only the last event id is updated);
+* an ``id`` value containing NUL is ignored; the last event id persists across
+  events (and, seeded with ``last_event_id``, across reconnections);
+* ``retry`` is applied only when it is all ASCII digits (milliseconds);
+* the standard ignores other fields; this parser keeps up to 32 of them per
+  event in ``fields``, the last value of each name winning;
+* an event still incomplete at the end of the stream is discarded.
+
+Beyond the standard, ``max_size`` bounds one event (its pending line plus its
+data, in characters): a runaway stream raises :class:`EventTooLarge` instead of
+growing memory without bound.
 """
 
 from __future__ import annotations
@@ -34,11 +56,14 @@ import codecs
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["EventStreamParser", "EventTooLarge", "MessageEvent"]
+__all__ = ["LINE_BREAK", "EventStreamParser", "EventTooLarge", "MessageEvent"]
 
-_LINE_END = re.compile(r"\r\n|\r|\n")
+#: A line break of the event-stream format: CRLF, lone CR or lone LF. An encoder
+#: splits data on it so that every line ending reaches the reader as one LF.
+LINE_BREAK: Final[re.Pattern[str]] = re.compile(r"\r\n|\r|\n")
+
 _BOM = "\ufeff"
 #: Distinct non-standard field names kept per event (a hostile stream cannot grow it).
 _MAX_EXTRA_FIELDS = 32
@@ -131,7 +156,7 @@ class EventStreamParser:
             return []
         events: list[MessageEvent] = []
         pos = 0
-        for match in _LINE_END.finditer(text):
+        for match in LINE_BREAK.finditer(text):
             piece = text[pos:match.start()]
             if self._line:
                 self._line.append(piece)

@@ -1,4 +1,4 @@
-"""The event-stream parser: a table of exact inputs and the events they must give.
+"""otel_channels.eventstream: tables of exact inputs and the events they must give.
 
 Cases follow the WHATWG "Interpreting an event stream" rules and the
 web-platform-tests ``eventsource/format-*`` and ``event-data`` cases. Every
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from otel_channels._sse_parser import EventStreamParser, EventTooLarge, MessageEvent
+from otel_channels import eventstream
+from otel_channels.eventstream import LINE_BREAK, EventStreamParser, EventTooLarge, MessageEvent
 
 
 def E(data: str, type: str = "message", id: str = "", retry: int | None = None,  # noqa: A002
@@ -104,6 +105,19 @@ CASES: list[tuple[str, bytes | str, list[MessageEvent], str, int | None]] = [
     ("invalid-utf8", b"data: \xff\xfe!\n\n", [E("\ufffd\ufffd!")], "", None),
     ("bom-bytes", b"\xef\xbb\xbfdata: a\n\n", [E("a")], "", None),
     ("double-bom-bytes", b"\xef\xbb\xbf\xef\xbb\xbfdata: a\n\ndata: b\n\n", [E("b")], "", None),
+    # WHATWG Encoding's decoder: one U+FFFD per maximal invalid subpart
+    ("utf8-encoded-surrogate", b"data: \xed\xa0\x80\n\n", [E("\ufffd" * 3)], "", None),
+    ("utf8-overlong", b"data: \xc0\xaf\n\n", [E("\ufffd\ufffd")], "", None),
+    ("utf8-truncated-before-lf", b"data: \xe2\x82\n\n", [E("\ufffd")], "", None),
+    ("utf8-truncated-at-eof", b"data: ok\n\ndata: \xe2\x80", [E("ok")], "", None),
+    # only CR and LF end lines: not U+2028, NEL, VT or FF (str.splitlines would split them)
+    ("other-line-separators-are-data", "data: a\u2028b\x85c\x0bd\x0ce\n\n",
+     [E("a\u2028b\x85c\x0bd\x0ce")], "", None),
+    ("blank-lines-first", "\n\r\n\rdata: x\n\n", [E("x")], "", None),
+    ("comment-between-data-lines", "data: a\n: keep-alive\ndata: b\n\n", [E("a\nb")], "", None),
+    ("whitespace-line-is-a-field", " \ndata: x\n\n", [E("x", fields={" ": ""})], "", None),
+    ("every-field-at-once", f"event: e\nid: 1\nretry: 5\ntraceparent: {TP}\ntracestate: v=1\n"
+     "data: x\n\n", [E("x", "e", "1", 5, {"traceparent": TP, "tracestate": "v=1"})], "1", 5),
     ("empty", "", [], "", None),
 ]
 
@@ -112,8 +126,9 @@ def _as_bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8")
 
 
-def _run(chunks: list[bytes] | list[str]) -> tuple[list[MessageEvent], EventStreamParser]:
-    parser = EventStreamParser()
+def _run(chunks: list[bytes] | list[str],
+         keep_comments: bool = False) -> tuple[list[MessageEvent], EventStreamParser]:
+    parser = EventStreamParser(keep_comments=keep_comments)
     events: list[MessageEvent] = []
     for chunk in chunks:
         events.extend(parser.feed(chunk))
@@ -230,3 +245,61 @@ def test_event_json() -> None:
 def test_event_aliases() -> None:
     (event,) = EventStreamParser().feed("event: tick\nid: 3\ndata: x\n\n")
     assert (event.event, event.last_event_id) == ("tick", "3")
+
+
+# (case id, input, comment texts collected with keep_comments=True)
+COMMENT_CASES: list[tuple[str, str, list[str]]] = [
+    ("one", ": ping\n", ["ping"]),
+    ("no-space", ":ping\n", ["ping"]),
+    ("one-space-stripped", ":  two\n", [" two"]),
+    ("empty", ":\n", [""]),
+    ("line-ends", ": a\r\n:b\r: c\n", ["a", "b", "c"]),
+    ("inside-an-event", "data: x\n: c\n\n", ["c"]),
+    ("colon-in-comment", ":data: no\n", ["data: no"]),
+    ("unterminated-at-eof", ": late", []),
+]
+
+
+@pytest.mark.parametrize(("data", "comments"), [case[1:] for case in COMMENT_CASES],
+                         ids=[case[0] for case in COMMENT_CASES])
+def test_comments_table(data: str, comments: list[str]) -> None:
+    for mode, chunks in _modes(data.encode()).items():
+        _, parser = _run(chunks, keep_comments=True)
+        assert parser.comments == comments, mode
+        _, parser = _run(chunks)
+        assert parser.comments == [], mode  # off by default: heartbeats must not pile up
+
+
+# (input, what LINE_BREAK splits it into)
+LINE_BREAK_CASES: list[tuple[str, list[str]]] = [
+    ("", [""]),
+    ("a", ["a"]),
+    ("a\nb", ["a", "b"]),
+    ("a\r\nb", ["a", "b"]),
+    ("a\rb", ["a", "b"]),
+    ("a\n\rb", ["a", "", "b"]),
+    ("a\r\rb", ["a", "", "b"]),
+    ("a\r\n\r\nb", ["a", "", "b"]),
+    ("a\r\n", ["a", ""]),
+    ("a\u2028b\x85c\x0bd\x0ce", ["a\u2028b\x85c\x0bd\x0ce"]),
+]
+
+
+@pytest.mark.parametrize(("text", "lines"), LINE_BREAK_CASES)
+def test_line_break_is_crlf_cr_or_lf(text: str, lines: list[str]) -> None:
+    assert LINE_BREAK.split(text) == lines
+
+
+@pytest.mark.parametrize("text", [text for text, _ in LINE_BREAK_CASES])
+def test_data_split_on_line_break_reads_back_lf_joined(text: str) -> None:
+    # What an encoder does with LINE_BREAK: one data line per line, any line ending.
+    block = "".join(f"data: {line}\n" for line in LINE_BREAK.split(text)) + "\n"
+    assert EventStreamParser().feed(block.encode()) == [E(LINE_BREAK.sub("\n", text))]
+
+
+def test_public_names() -> None:
+    assert sorted(eventstream.__all__) == [
+        "EventStreamParser", "EventTooLarge", "LINE_BREAK", "MessageEvent"]
+    assert all(hasattr(eventstream, name) for name in eventstream.__all__)
+    doc = eventstream.__doc__ or ""
+    assert "https://html.spec.whatwg.org/multipage/server-sent-events.html" in doc

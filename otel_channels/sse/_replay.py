@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .conf import get_config
+from ..conf import get_config
 
 ZERO = "0-0"
 _ID = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
@@ -103,7 +103,7 @@ class MemoryLog:
     def _sweep(self, now: float) -> None:
         if now < self._next_sweep:
             return
-        ttl = get_config()["SSE_REPLAY_TTL"]
+        ttl = get_config().SSE_REPLAY_TTL
         self._next_sweep = now + min(ttl, FINGERPRINT_TTL) / 2
         for group, touched in list(self._touched.items()):
             if now - touched > ttl:  # EXPIRE: a quiet group's log goes away
@@ -147,7 +147,7 @@ class MemoryLog:
             prev = entries[-1].id if entries else ZERO
             entry = Entry(f"{new[0]}-{new[1]}", prev, message, traceparent)
             entries.append(entry)
-            maxlen = get_config()["SSE_REPLAY_MAXLEN"]
+            maxlen = get_config().SSE_REPLAY_MAXLEN
             while len(entries) > maxlen:
                 entries.popleft()
             self._last[group] = new
@@ -260,8 +260,8 @@ class RedisLog:
             keys.append(f"{self.key(group)}:fp:{fingerprint}")
         args = [
             msgpack.packb(message, use_bin_type=True), traceparent or "",
-            config["SSE_REPLAY_MAXLEN"], explicit_id or "*",
-            max(1, int(config["SSE_REPLAY_TTL"])), FINGERPRINT_TTL,
+            config.SSE_REPLAY_MAXLEN, explicit_id or "*",
+            max(1, int(config.SSE_REPLAY_TTL)), FINGERPRINT_TTL,
         ]
         try:
             reply = await self._run(lambda c, a, s: a(keys=keys, args=args))
@@ -318,7 +318,7 @@ _logs_lock = threading.Lock()
 
 def get_log(alias: str) -> ReplayLog | None:
     """The log for channel layer ``alias``; None when ``SSE_REPLAY_MAXLEN`` is 0."""
-    if get_config()["SSE_REPLAY_MAXLEN"] == 0:
+    if get_config().SSE_REPLAY_MAXLEN == 0:
         return None
     log = _logs.get(alias)
     if log is None:
@@ -352,7 +352,7 @@ def reset(*, setting: str | None = None, **kwargs: Any) -> None:
 def _connect_signal() -> None:
     from django.test.signals import setting_changed
 
-    setting_changed.connect(reset, dispatch_uid="otel_channels._replay.reset")
+    setting_changed.connect(reset, dispatch_uid="otel_channels.sse._replay.reset")
 
 
 _connect_signal()

@@ -57,20 +57,19 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from . import _carrier, _process, _telemetry
-from . import _semconv as sc
-from ._fanout import TABLE
-from ._names import group_template
+from .. import _carrier, _process, _spans, _telemetry
+from .. import _semconv as sc
+from .._carrier import SSE_GROUP, SSE_ID, SSE_PREV
+from .._fanout import TABLE
+from .._names import group_template
+from ..conf import get_config
 from ._replay import ZERO, Entry, fingerprint, get_log, parse_id
-from ._sse_wire import ServerSentEvent
-from .conf import get_config
+from .wire import ServerSentEvent
 
 __all__ = ["Envelope", "Hub", "LocalStream", "get_hub"]
 
 logger = logging.getLogger("otel_channels.sse")
 
-#: Carrier fields broadcast() adds next to the instrumentor's (see _carrier).
-SSE_ID, SSE_PREV, SSE_GROUP = "sse_id", "sse_prev", "sse_group"
 #: Seconds between resubscription attempts while the layer fails; capped at 2 s because
 #: every second a hub waits after Redis is back is a second of broadcasts its streams miss.
 _BACKOFF = (0.1, 0.5, 1.0, 2.0)
@@ -171,14 +170,14 @@ class LocalStream:
 
 
 class GroupSubscription:
-    """The hub's membership in one group."""
+    """The hub's membership in one group, and the order of the group's events on this worker."""
 
     __slots__ = ("group", "template", "channel", "streams", "ready", "task", "last", "last_id",
                  "start_id")
 
     def __init__(self, group: str, ready: asyncio.Future[None]) -> None:
         self.group = group
-        self.template = group_template(group, get_config()["GROUP_TEMPLATE"])
+        self.template = group_template(group, get_config().GROUP_TEMPLATE)
         self.channel: str | None = None
         self.streams: set[LocalStream] = set()
         self.ready = ready
@@ -186,6 +185,64 @@ class GroupSubscription:
         self.last: tuple[int, int] = (0, 0)
         self.last_id = ZERO
         self.start_id = ZERO
+
+    async def catch_up(self, alias: str) -> None:
+        """After a rejoin: fan out what the log holds since the last delivery, or reset."""
+        log = get_log(alias)
+        if log is None:
+            return  # no log, no ids: what was sent during the outage is simply missed
+        head = await log.head(self.group)
+        found = await log.since(self.group, self.last_id, head)
+        if found is None:  # the log lost our position (restarted empty, trimmed, expired)
+            # A log that starts afresh (its oldest entry follows 0-0) holds only events
+            # newer than the loss: reset to its start and deliver them; else reset to its head.
+            found = await log.since(self.group, ZERO, head)
+            start = ZERO if found is not None else head
+            for stream in list(self.streams):
+                stream.lost(self.group, start, "resubscribed")
+            self.last_id, self.last = start, parse_id(start) or (0, 0)
+            found = found or []
+        for entry in found:
+            envelope = Envelope(self.group, entry.id, entry.message, entry.traceparent)
+            for stream in list(self.streams):
+                stream.offer(envelope)
+        if found:
+            self.last_id, self.last = found[-1].id, parse_id(found[-1].id) or self.last
+
+    async def number(self, alias: str, message: dict[str, Any],
+                     carrier: dict[str, Any] | None, raw: dict[str, Any],
+                     traceparent: str | None) -> list[Envelope]:
+        """The envelopes this receipt delivers, in log order (none if already delivered)."""
+        group = self.group
+        log = get_log(alias)
+        if log is None:
+            return [Envelope(group, None, message, traceparent)]
+        carrier = carrier or {}
+        carried_id, carried_prev = carrier.get(SSE_ID), carrier.get(SSE_PREV)
+        if (carrier.get(SSE_GROUP) == group and isinstance(carried_id, str)
+                and isinstance(carried_prev, str) and parse_id(carried_id) is not None
+                and parse_id(carried_prev) is not None):
+            event_id, prev = carried_id, carried_prev  # numbered by broadcast()
+        else:  # a plain group_send: the first hub to see it numbers it for all
+            producer = carrier.get("traceparent")
+            event_id, prev = await log.append(
+                group, message, producer if isinstance(producer, str) else None,
+                fingerprint=fingerprint(raw),
+            )
+        position, previous = parse_id(event_id), parse_id(prev)
+        assert position is not None and previous is not None
+        if position <= self.last:
+            return []  # a gap read delivered it already
+        if previous == self.last:
+            entries = [Entry(event_id, prev, message, traceparent)]
+        else:
+            entries = await log.between(group, self.last_id, event_id)
+            if not entries or entries[-1].id != event_id:
+                entries.append(Entry(event_id, prev, message, traceparent))
+            else:  # this receipt's own entry: keep its live trace context
+                entries[-1] = Entry(event_id, prev, message, traceparent)
+        self.last, self.last_id = position, event_id
+        return [Envelope(group, e.id, e.message, e.traceparent) for e in entries]
 
 
 class Hub:
@@ -321,7 +378,7 @@ class Hub:
                     # persistence lost the group's members and the log: join again before
                     # reading, then replay the gap from the log or reset the streams.
                     await self.layer.group_add(sub.group, sub.channel)
-                    await self._catch_up(sub)
+                    await sub.catch_up(self.alias)
                     logger.warning("group %r resubscribed after %d failures", sub.group, failures)
                     failures = 0
                 message = await self.layer.receive(sub.channel)
@@ -340,29 +397,6 @@ class Hub:
                 return  # torn down while the read returned (a lost cancel, see _discard)
             await self.handle(sub, message)
 
-    async def _catch_up(self, sub: GroupSubscription) -> None:
-        """After a rejoin: fan out what the log holds since the last delivery, or reset."""
-        log = get_log(self.alias)
-        if log is None:
-            return  # no log, no ids: what was sent during the outage is simply missed
-        head = await log.head(sub.group)
-        found = await log.since(sub.group, sub.last_id, head)
-        if found is None:  # the log lost our position (restarted empty, trimmed, expired)
-            # A log that starts afresh (its oldest entry follows 0-0) holds only events
-            # newer than the loss: reset to its start and deliver them; else reset to its head.
-            found = await log.since(sub.group, ZERO, head)
-            start = ZERO if found is not None else head
-            for stream in list(sub.streams):
-                stream.lost(sub.group, start, "resubscribed")
-            sub.last_id, sub.last = start, parse_id(start) or (0, 0)
-            found = found or []
-        for entry in found:
-            envelope = Envelope(sub.group, entry.id, entry.message, entry.traceparent)
-            for stream in list(sub.streams):
-                stream.offer(envelope)
-        if found:
-            sub.last_id, sub.last = found[-1].id, parse_id(found[-1].id) or sub.last
-
     async def handle(self, sub: GroupSubscription, raw: dict[str, Any]) -> None:
         """One receipt: number it, trace it, fan it out.
 
@@ -372,7 +406,7 @@ class Hub:
         """
         config = get_config()
         telemetry = _telemetry.get()
-        message, carrier = _carrier.detach(raw, config["CARRIER_KEY"])
+        message, carrier = _carrier.detach(raw, config.CARRIER_KEY)
         # A carrier-less message (an uninstrumented producer): the subscription knows the group.
         record = TABLE.lookup(carrier, message.get("type"), config, telemetry, group=sub.group)
         record.consumed[0] += 1
@@ -391,7 +425,7 @@ class Hub:
             raise
         except Exception as exc:
             if span is not None:
-                _process.record_exception(span, exc)
+                _spans.record_exception(span, exc)
             logger.warning("SSE delivery on group %r failed", sub.group, exc_info=True)
         finally:
             if span is not None:
@@ -410,7 +444,7 @@ class Hub:
             traceparent = _carrier.format_traceparent(span.get_span_context())
         else:
             traceparent = producer_tp if isinstance(producer_tp, str) else None
-        envelopes = await self._number(sub, message, carrier, raw, traceparent)
+        envelopes = await sub.number(self.alias, message, carrier, raw, traceparent)
         reached: set[LocalStream] = set()
         for envelope in envelopes:
             for stream in list(sub.streams):
@@ -421,42 +455,6 @@ class Hub:
             span.set_attribute(sc.MESSAGING_BATCH_MESSAGE_COUNT, len(envelopes))
             if envelopes and envelopes[-1].id is not None:
                 span.set_attribute(sc.MESSAGING_MESSAGE_ID, envelopes[-1].id)
-
-    async def _number(self, sub: GroupSubscription, message: dict[str, Any],
-                      carrier: dict[str, Any] | None, raw: dict[str, Any],
-                      traceparent: str | None) -> list[Envelope]:
-        """The envelopes this receipt delivers, in log order (none if already delivered)."""
-        group = sub.group
-        log = get_log(self.alias)
-        if log is None:
-            return [Envelope(group, None, message, traceparent)]
-        carrier = carrier or {}
-        carried_id, carried_prev = carrier.get(SSE_ID), carrier.get(SSE_PREV)
-        if (carrier.get(SSE_GROUP) == group and isinstance(carried_id, str)
-                and isinstance(carried_prev, str) and parse_id(carried_id) is not None
-                and parse_id(carried_prev) is not None):
-            event_id, prev = carried_id, carried_prev  # numbered by broadcast()
-        else:  # a plain group_send: the first hub to see it numbers it for all
-            producer = carrier.get("traceparent")
-            event_id, prev = await log.append(
-                group, message, producer if isinstance(producer, str) else None,
-                fingerprint=fingerprint(raw),
-            )
-        position, previous = parse_id(event_id), parse_id(prev)
-        assert position is not None and previous is not None
-        if position <= sub.last:
-            return []  # a gap read delivered it already
-        if previous == sub.last:
-            entries = [Entry(event_id, prev, message, traceparent)]
-        else:
-            entries = await log.between(group, sub.last_id, event_id)
-            if not entries or entries[-1].id != event_id:
-                entries.append(Entry(event_id, prev, message, traceparent))
-            else:  # this receipt's own entry: keep its live trace context
-                entries[-1] = Entry(event_id, prev, message, traceparent)
-        sub.last, sub.last_id = position, event_id
-        return [Envelope(group, e.id, e.message, e.traceparent) for e in entries]
-
 
 def _succeeded(future: asyncio.Future[Any]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None

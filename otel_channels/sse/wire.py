@@ -10,7 +10,7 @@ Follows the WHATWG HTML "Server-sent events" section
 * ``retry`` is a non-negative int (browsers ignore anything but ASCII digits);
 * comments are lines starting with ``:``, one per line of the comment text.
 
-Reading a stream back is :mod:`otel_channels._sse_parser`'s job (the one
+Reading a stream back is :mod:`otel_channels.eventstream`'s job (the one
 parser, shared by the traced ``EventSource`` client and the test helpers).
 """
 
@@ -22,14 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..eventstream import LINE_BREAK
+
 __all__ = ["ServerSentEvent", "encode_comment", "json_data"]
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _UNSAFE_NAME = re.compile(r"[\r\n\x00]")
 
 
 def _lines(text: str) -> list[str]:
-    return _LINE_BREAK.split(text)
+    return LINE_BREAK.split(text)
 
 
 def _clean(value: str) -> str:

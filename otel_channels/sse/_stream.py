@@ -1,0 +1,268 @@
+"""One open event stream: its spans, metrics, cursor and writer loop (see :mod:`.view`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from django.http import HttpRequest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Status, StatusCode
+
+from .. import _semconv as sc
+from .. import _spans, _telemetry
+from .._names import request_route
+from ..conf import get_config
+from ._hub import Envelope, LocalStream, get_hub
+from ._replay import get_log, parse_id
+from .wire import ServerSentEvent, encode_comment
+
+if TYPE_CHECKING:
+    from .view import EventStreamView
+
+logger = logging.getLogger("otel_channels.sse")
+
+RESET_EVENT = "stream-reset"
+_OPEN = encode_comment("open")
+_HEARTBEAT = encode_comment("")
+
+
+class _Stream:
+    """One open event stream: its spans, metrics, cursor and writer loop."""
+
+    def __init__(self, view: EventStreamView, request: HttpRequest, default_format: bool) -> None:
+        self.view = view
+        self.request = request
+        self.config = config = get_config()
+        self.telemetry = _telemetry.get()
+        self.name = type(view).__qualname__
+        self.route = request_route(request, self.name)
+        self.groups: list[str] = []
+        self.cursor: dict[str, str] = {}
+        self.events = 0
+        self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: "sse", sc.HTTP_ROUTE: self.route}
+        self.default_format = default_format  # the view's format_event is ours: cache bytes
+        self.traceparent_field = config.SSE_TRACEPARENT_FIELD
+        self.connect_span: trace.Span | None = self._start_connect()
+        self.connect_context = self.connect_span.get_span_context()
+
+    # -- spans -----------------------------------------------------------------
+
+    def _start_connect(self) -> trace.Span:
+        request = self.request
+        scope = getattr(request, "scope", None) or {}
+        headers = _spans.decode_headers(scope) if scope else {
+            k.lower(): v for k, v in request.headers.items()
+        }
+        links: list[Link] = []
+        if trace.get_current_span().get_span_context().is_valid:
+            # Inside a server span already (Django's own OpenTelemetry middleware).
+            parent = otel_context.get_current()
+        else:
+            parent, links = _spans.handshake_context(scope, headers, self.config)
+        http = {"scheme": request.scheme or "http", "path": request.path,
+                "query_string": request.META.get("QUERY_STRING", ""),
+                "client": scope.get("client")}
+        return _spans.start_connect(
+            self.telemetry, self.route, sc.PROTOCOL_SSE, self.name, http, headers, self.config,
+            parent=parent, links=links, extra={sc.HTTP_REQUEST_METHOD: request.method or "GET"},
+        )
+
+    def end_connect(self, status: str, code: int) -> None:
+        span, self.connect_span = self.connect_span, None
+        if span is not None:
+            _spans.end_connect(span, status, code)
+
+    def fail_connect(self, exc: BaseException) -> None:
+        span, self.connect_span = self.connect_span, None
+        if span is not None:
+            _spans.record_exception(span, exc)
+            span.end()
+
+    def _disconnect_span(self, status: str, duration: float, error: BaseException | None) -> None:
+        connect = self.connect_context
+        span = _spans.start_disconnect(
+            self.telemetry, self.route, sc.PROTOCOL_SSE, self.name,
+            Link(connect) if connect.is_valid else None, duration, {
+                sc.CHANNELS_CONNECTION_STATUS: status,
+                sc.CHANNELS_SSE_EVENTS_SENT: self.events,
+            })
+        if error is not None:
+            _spans.record_exception(span, error)
+        elif status == "slow_client" and span.is_recording():
+            span.set_attribute(sc.ERROR_TYPE, "slow_client")
+            span.set_status(Status(StatusCode.ERROR, "queue full: stream closed"))
+        span.end()
+
+    # -- the response body -----------------------------------------------------
+
+    async def run(self) -> AsyncIterator[bytes]:
+        """The async generator Django streams; its ``finally`` releases everything."""
+        config, view = self.config, self.view
+        retry = view.retry if view.retry is not None else config.SSE_RETRY
+        heartbeat = view.heartbeat if view.heartbeat is not None else config.SSE_HEARTBEAT
+        capacity = view.queue_size or config.SSE_QUEUE_SIZE or sys.maxsize  # None: unbounded
+        local = LocalStream(capacity, config.SSE_SLOW_CLIENT_POLICY, self.metric_attributes)
+        hub = get_hub(view.channel_layer_alias)
+        joined: list[str] = []
+        opened_at: float | None = None
+        status = "closed"
+        error: BaseException | None = None
+        try:
+            floors = {}
+            for group in self.groups:
+                joined.append(group)  # before the await: a cancelled join is still left
+                floors[group] = await hub.join(group, local)  # no I/O once the worker is in
+            # The first write: the browser's onopen, a proxy's first byte. Sent once
+            # subscribed, so a client that acts on onopen cannot miss its own broadcast.
+            yield _OPEN if retry is None else _OPEN[:-1] + f"retry: {int(retry)}\n\n".encode()
+            first = await self._resume(floors, local)
+            self.end_connect("accepted", 200)
+            opened_at = time.monotonic()
+            self.telemetry.active_connections.add(1, self.metric_attributes)
+            if first:
+                yield first
+            loop = asyncio.get_running_loop()
+            while True:
+                if not local.pending and not local.overflowed:
+                    local.wake.clear()
+                    timer = loop.call_later(heartbeat, local.wake.set)
+                    try:
+                        await local.wake.wait()
+                    finally:
+                        timer.cancel()
+                    if not local.pending and not local.overflowed:
+                        yield _HEARTBEAT
+                        continue
+                if local.overflowed:
+                    status = "slow_client"  # the browser reconnects and replays
+                    return
+                chunk = self._drain(local)
+                if chunk:
+                    yield chunk
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # the client went away: the normal end of a stream
+        except Exception as exc:
+            # Never raise out of the body: Django has sent the response start, so daphne
+            # can send neither a 500 nor the end of the body and the client would hang on
+            # a silent connection (a failed hub join or replay while Redis is down). End
+            # the stream instead: EventSource reconnects with Last-Event-ID after its retry.
+            status, error = "error", exc
+            logger.warning("event stream on %s failed; ending it", self.route, exc_info=True)
+            return
+        except BaseException as exc:
+            status, error = "error", exc
+            raise
+        finally:
+            for group in joined:
+                hub.leave(group, local)
+            if self.connect_span is not None:
+                if error is not None:
+                    self.fail_connect(error)
+                else:
+                    self.end_connect("aborted", 200)
+            if opened_at is not None:
+                duration = time.monotonic() - opened_at
+                self.telemetry.active_connections.add(-1, self.metric_attributes)
+                self.telemetry.connection_duration.record(duration, self.metric_attributes)
+                self._disconnect_span(status, duration, error)
+
+    async def _resume(self, floors: dict[str, str], local: LocalStream) -> bytes:
+        """Replay after ``Last-Event-ID`` (or say ``stream-reset``), then the stream's id."""
+        self.cursor = dict(floors)
+        log = get_log(self.view.channel_layer_alias)
+        request = self.request
+        last = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+        if log is None or not self.groups:
+            return b""
+        if not last:
+            return self._id_block()
+        after = self._parse_cursor(last)
+        replay: list[Envelope] | None = None
+        if after is not None:
+            replay = []
+            for group in self.groups:
+                found = await log.since(group, after[group], floors[group])
+                if found is None:
+                    replay = None
+                    break
+                replay.extend(Envelope(group, e.id, e.message, e.traceparent) for e in found)
+        outcome = "hit" if replay is not None else "miss"
+        self.telemetry.sse_replay.add(1, {**self.metric_attributes,
+                                          sc.CHANNELS_SSE_REPLAY_OUTCOME: outcome})
+        span = self.connect_span
+        if span is not None and span.is_recording():
+            span.set_attribute(sc.CHANNELS_SSE_REPLAY_OUTCOME, outcome)
+            span.set_attribute(sc.CHANNELS_SSE_REPLAYED, len(replay or ()))
+        if replay is None or after is None:
+            return self._reset({"reason": "last_event_id_unknown"})
+        self.cursor = dict(after)
+        replay.sort(key=lambda e: e.position or (0, 0))  # groups interleave by time
+        chunk = b"".join(self._encode(envelope) for envelope in replay)
+        for group in self.groups:
+            mine, theirs = parse_id(floors[group]), parse_id(after[group])
+            assert mine is not None and theirs is not None
+            if theirs > mine:  # the client is ahead of this worker: skip what it has
+                self.cursor[group] = after[group]
+                local.accepted[group] = max(local.accepted.get(group, theirs), theirs)
+            else:
+                self.cursor[group] = floors[group]
+        return chunk + self._id_block()
+
+    def _parse_cursor(self, value: str) -> dict[str, str] | None:
+        parts = value.split(".")
+        if len(parts) != len(self.groups) or any(parse_id(p) is None for p in parts):
+            return None
+        return dict(zip(self.groups, parts, strict=True))
+
+    def _composite(self) -> str:
+        return ".".join(self.cursor[group] for group in self.groups)
+
+    def _id_block(self) -> bytes:
+        return f"id: {self._composite()}\n\n".encode()
+
+    def _reset(self, data: dict[str, Any]) -> bytes:
+        event = ServerSentEvent(data=data, event=RESET_EVENT,
+                                id=self._composite() if self.cursor else None)
+        self.events += 1
+        self.telemetry.sse_events.add(1, self.metric_attributes)
+        return event.encode()
+
+    def _drain(self, local: LocalStream) -> bytes:
+        parts = []
+        if local.unreported:
+            parts.append(self._reset({"reason": "slow_client", "dropped": local.unreported}))
+            local.unreported = 0
+        pending = local.pending
+        while pending:
+            parts.append(self._encode(pending.popleft()))
+        return b"".join(parts)
+
+    def _encode(self, envelope: Envelope) -> bytes:
+        """One envelope's bytes with this stream's id; advances the cursor."""
+        if envelope.id is not None:
+            self.cursor[envelope.group] = envelope.id
+        if envelope.reset is not None:  # the hub lost events (see Hub._catch_up)
+            return self._reset({"reason": envelope.reset})
+        event_id = self._composite() if envelope.id is not None else None
+        extra: tuple[tuple[str, str], ...] = ()
+        if self.traceparent_field and envelope.traceparent:
+            extra = (("traceparent", envelope.traceparent),)
+        if self.default_format:
+            data = envelope.encode_default(event_id, extra)
+        else:
+            event = self.view.format_event(envelope.message)
+            if event is None:
+                return b""
+            if event.id is None and event_id is not None:
+                event = replace(event, id=event_id)
+            data = event.encode(extra)
+        self.events += 1
+        self.telemetry.sse_events.add(1, self.metric_attributes)
+        return data
