@@ -6,6 +6,16 @@ any code other than 1000 and 3000-4999 from the server ("invalid close code
 1009") and the connection then dies with 1011. For daphne only, a protocol
 code is sent as ``4000 + code % 1000`` (1009 "too big" becomes 4009), so the
 client still learns why; uvicorn and hypercorn send what the consumer said.
+
+Disconnect codes: a server reports a close code in ``websocket.disconnect`` that
+is not always the one on the wire. uvicorn's legacy ``websockets`` protocol
+reports 1005 after the consumer closed with any code; hypercorn reports 1000
+after a server close and 1006 after every client close, a clean one included
+(``hypercorn/protocol/ws_stream.py``: the client's code is dropped). So the
+``disconnect`` span takes the code the consumer sent when it closed first, and
+under hypercorn the code of the client's close frame, read by
+:func:`hypercorn_handle_events` (wrapped by the instrumentor when hypercorn is
+installed).
 """
 
 from __future__ import annotations
@@ -51,3 +61,36 @@ def close_codes_for(send: ASGISend) -> ASGISend:
         return send(message)
 
     return markcoroutinefunction(mapped_send)
+
+
+#: The attribute hypercorn's WebSocket stream gets: the code of the client's close frame.
+_CLIENT_CLOSE = "_otel_client_close"
+
+
+def client_close_code(send: Any) -> int | None:
+    """The close code the client sent, where the server does not report it (hypercorn)."""
+    stream = getattr(send, "__self__", None)
+    code = getattr(stream, _CLIENT_CLOSE, None)
+    return code if isinstance(code, int) else None
+
+
+async def hypercorn_handle_events(
+    wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
+) -> Any:
+    """Wraps ``hypercorn.protocol.ws_stream.WSStream._handle_events``: keep the client's code."""
+    connection: Any = getattr(instance, "connection", None)
+    events = getattr(connection, "events", None)
+    if events is None:
+        return await wrapped(*args, **kwargs)
+
+    def recording() -> Any:
+        for event in events():
+            if type(event).__name__ == "CloseConnection":
+                setattr(instance, _CLIENT_CLOSE, int(event.code))
+            yield event
+
+    connection.events = recording  # an instance attribute, for this one call
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        vars(connection).pop("events", None)

@@ -25,7 +25,9 @@ import json
 import os
 from typing import Any
 
-from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 __all__ = ["attach", "detach", "format_traceparent", "parse_traceparent", "remote_context"]
 
@@ -110,15 +112,76 @@ def message_key(carrier: dict[str, Any] | None) -> Any:
     return None
 
 
-def build(ctx: SpanContext, destination: str | None, sent_at: float) -> dict[str, Any]:
-    """The carrier for a message sent under span context ``ctx``."""
-    carrier: dict[str, Any] = {"traceparent": format_traceparent(ctx), "sent_at": sent_at,
-                               "id": new_id()}
-    if ctx.trace_state:
-        carrier["tracestate"] = ctx.trace_state.to_header()
+#: What the W3C propagators write: the fast path needs no propagator call for them.
+_W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
+_fast: tuple[Any, bool] = (None, False)
+
+
+def w3c_only() -> bool:
+    """Whether the global propagator writes nothing but W3C trace context and baggage.
+
+    The default (``OTEL_PROPAGATORS=tracecontext,baggage``). Then the carrier is
+    built and parsed here, without a propagator call; with B3, Jaeger or any
+    other propagator, the global propagator injects and extracts the carrier.
+    """
+    global _fast
+    textmap = propagate.get_global_textmap()
+    cached, answer = _fast
+    if textmap is not cached:
+        try:
+            answer = set(textmap.fields) <= _W3C_FIELDS
+        except Exception:  # a propagator without fields: let it do the work
+            answer = False
+        _fast = (textmap, answer)
+    return answer
+
+
+def build(ctx: SpanContext, destination: str | None, sent_at: float,
+          context: otel_context.Context | None = None) -> dict[str, Any]:
+    """The carrier for a message sent under span context ``ctx``.
+
+    What the global propagator injects (``traceparent``, ``tracestate``, ``baggage``
+    by default), plus the destination group, the send time and a unique id.
+    ``context`` is where the baggage comes from (the current context when None).
+    """
+    if context is None:
+        context = otel_context.get_current()
+    if w3c_only() and not baggage.get_all(context):  # the common case: no propagator call
+        carrier: dict[str, Any] = {"traceparent": format_traceparent(ctx)}
+        if ctx.trace_state:
+            carrier["tracestate"] = ctx.trace_state.to_header()
+    else:
+        carrier = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(NonRecordingSpan(ctx),
+                                                                     context))
+    carrier["sent_at"] = sent_at
+    carrier["id"] = new_id()
     if destination is not None:
         carrier["destination"] = destination
     return carrier
+
+
+def extract(carrier: dict[str, Any]) -> tuple[SpanContext | None, otel_context.Context | None]:
+    """``(producer span context, baggage context or None)`` from a received carrier.
+
+    Carriers with only W3C trace context take the fast path (no propagator call);
+    anything else (baggage, B3, ...) goes through the global propagator.
+    """
+    if "traceparent" in carrier and "baggage" not in carrier and w3c_only():
+        return remote_context(carrier), None
+    try:
+        extracted = propagate.extract(
+            {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)})
+    except Exception:  # a hostile carrier never breaks a delivery
+        return None, None
+    found = trace.get_current_span(extracted).get_span_context()
+    entries = baggage.get_all(extracted)
+    base = None
+    if entries:
+        base = otel_context.Context()
+        for name, value in entries.items():
+            base = baggage.set_baggage(name, value, base)
+    return (found if found.is_valid else None), base
 
 
 def attach(message: dict[str, Any], key: str, carrier: dict[str, Any]) -> dict[str, Any]:

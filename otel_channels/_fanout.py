@@ -93,18 +93,25 @@ class Broadcast:
         template = self.template = (
             group_template(self.group, config.GROUP_TEMPLATE) if self.group else None
         )
-        producer = self.producer = _carrier.remote_context(carrier)
+        producer, base = _carrier.extract(carrier) if carrier is not None else (None, None)
+        self.producer = producer
         if producer is not None:
             self.sampled = producer.trace_flags.sampled
         else:  # an untraced producer: this worker decides, once per message
             self.sampled = _sampling.draw(config.MESSAGE_SAMPLE_RATE)
-        self.producer_link = Link(producer) if producer is not None else None
+        # The handler's context: the producer's baggage (if any) and our span.
+        self.handler_context = base if base is not None else _EMPTY
         if producer is not None and config.GROUP_MESSAGE_PARENT == "producer":
-            self.parent = trace.set_span_in_context(trace.NonRecordingSpan(producer), _EMPTY)
+            # A child of the producer span. No link to it as well: it would repeat the
+            # parent, and a link costs the span as much as two attributes do.
+            self.parent = trace.set_span_in_context(trace.NonRecordingSpan(producer),
+                                                    self.handler_context)
+            self.producer_link = None
         else:
-            self.parent = _EMPTY  # a new trace
-        self.handler_context = _EMPTY  # what the handler's context is built on
-        self.dropped_context = _sampling.DROPPED_CONTEXT
+            self.parent = self.handler_context  # a new trace, linked to the producer
+            self.producer_link = Link(producer) if producer is not None else None
+        self.dropped_context = _sampling.DROPPED_CONTEXT if base is None else (
+            trace.set_span_in_context(_sampling.DROPPED_SPAN, base))
         attributes = self.metric_attributes = metric_attributes(template)
         span_attributes = {**attributes, sc.MESSAGING_OPERATION_NAME: sc.SPAN_PROCESS}
         if self.group is not None:

@@ -15,10 +15,18 @@ A method is wrapped once, on the class of the instance's MRO that defines it
 no ``send`` is a proxy that finds its methods in ``__getattr__`` (channels_redis's
 and channels-valkey's pub/sub layers hand each call to a per-event-loop layer):
 its instance gets wrapped methods that resolve the proxy's target at every call.
+
+``receive`` is wrapped too, so that what user code sends is what it receives:
+``await layer.receive(channel)`` returns the message without the carrier.
+Consumers (the instrumentor swaps their ``channel_receive``) and the SSE hub
+read through :func:`raw_receive`, which keeps it: they need the trace context.
+Their tasks are also marked (:func:`read_raw`), so that a layer whose
+``receive`` calls its parent's (wrapped) ``receive`` hands them the carrier too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,14 +35,53 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from . import _producer
+from .conf import get_config
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
-#: The producer-side methods every channel layer has, and their wrappers.
+#: Set in the tasks of consumers and SSE hubs: their reads keep the carrier.
+_RAW_READS: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_channels_raw_reads",
+                                                                 default=False)
+
+
+def read_raw() -> None:
+    """Mark the current task (and the tasks it starts) as a reader that needs carriers."""
+    _RAW_READS.set(True)
+
+
+def traced_receive(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``wrapt`` wrapper for ``ChannelLayer.receive(channel)``: the message without the carrier."""
+    if _RAW_READS.get():
+        return wrapped(*args, **kwargs)
+    return _without_carrier(wrapped(*args, **kwargs))
+
+
+async def _without_carrier(received: Any) -> Any:
+    message = await received
+    key = get_config().CARRIER_KEY
+    if isinstance(message, dict) and key in message:
+        message = dict(message)
+        del message[key]
+    return message
+
+
+#: The methods every channel layer has that the instrumentor wraps, and their wrappers.
 METHODS: dict[str, Wrapper] = {
     "send": _producer.traced_send,
     "group_send": _producer.traced_group_send,
+    "receive": traced_receive,
 }
+
+
+def raw_receive(receive: Any) -> Any:
+    """The layer's own ``receive`` behind our wrapper (carrier kept), given ``layer.receive``."""
+    if isinstance(receive, _ProxyMethod):
+        return receive.raw
+    if getattr(receive, "_self_wrapper", None) is traced_receive:  # wrapt's bound wrapper
+        return receive.__wrapped__
+    return receive  # not ours (a layer created before instrument(), or uninstrumented)
 
 
 def _defining_class(cls: type, name: str) -> type | None:
@@ -59,10 +106,16 @@ class _ProxyMethod:
         self._name = name
         self._wrapper = wrapper
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _target(self) -> Any:
         layer: Any = self._layer()
-        target = type(layer).__getattr__(layer, self._name)
-        return self._wrapper(target, layer, args, kwargs)
+        return type(layer).__getattr__(layer, self._name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapper(self._target(), self._layer(), args, kwargs)
+
+    def raw(self, *args: Any, **kwargs: Any) -> Any:
+        """The target itself, unwrapped (a wrapped layer behind the proxy too)."""
+        return raw_receive(self._target())(*args, **kwargs)
 
 
 class LayerPatches:

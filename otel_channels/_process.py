@@ -4,8 +4,8 @@ Used by the traced consumers, by plain Channels consumers once
 :class:`~otel_channels.instrumentation.ChannelsInstrumentor` is on, and by the
 SSE hub. A handled message is a ``process {group}`` CONSUMER span:
 
-* ``GROUP_MESSAGE_PARENT="producer"`` (default): child of the producer span
-  and linked to it, so a fan-out stays in one trace;
+* ``GROUP_MESSAGE_PARENT="producer"`` (default): child of the producer span,
+  so a fan-out stays in one trace (no link to it too: it would repeat the parent);
 * ``"link"``: a new trace, linked to the producer.
 
 Either way it also links the consumer's ``connect`` span when there is one.

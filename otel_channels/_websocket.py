@@ -27,7 +27,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from . import _process, _sampling, _spans, _telemetry
 from . import _semconv as sc
-from ._asgi import application_codes_only, close_codes_for, sendable_close
+from ._asgi import application_codes_only, client_close_code, close_codes_for, sendable_close
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
 from ._names import route_of
 from .conf import get_config
@@ -67,6 +67,8 @@ class Connection:
         self.idle_span: trace.Span | None = _DROPPED_SPAN if self.active else None
         self.active_span: trace.Span | None = self.idle_span
         self.send: ASGISend | None = None
+        self.server_send: ASGISend | None = None
+        self.restricted = False  # the server refuses protocol close codes (daphne)
         self.accepted_at: float | None = None
         self.closed_by_server: int | None = None
         self.close_reason: str | None = None
@@ -142,7 +144,8 @@ class Connection:
         if not self.active:  # no SDK installed: nothing to record
             self.send = close_codes_for(send)
             return self.send
-        restricted = application_codes_only(send)
+        self.server_send = send
+        restricted = self.restricted = application_codes_only(send)
 
         def traced_send(message: dict[str, Any]) -> Awaitable[None]:
             message_type = message.get("type")
@@ -252,10 +255,14 @@ class Connection:
         telemetry.dropped_messages.add(1, {**self.metric_attributes,
                                            sc.ERROR_TYPE: rejection.kind})
         self.rejected = True
+        close: dict[str, Any] = {"type": "websocket.close", "code": rejection.code}
+        if self.restricted:
+            close = sendable_close(close)
+        # The span says the code actually sent (4009 under daphne, 1009 elsewhere).
         _spans.rejected_receive(telemetry, self.route, self.connect_link, rejection.kind,
-                                rejection.code, rejection.size, rejection.why)
+                                close["code"], rejection.size, rejection.why)
         assert self.send is not None  # set by wrap_send before any frame arrives
-        await self.send({"type": "websocket.close", "code": rejection.code})
+        await self.send({"type": "websocket.close", "code": rejection.code})  # mapped in send
 
     def bad_frame(self, kind: str, code: int) -> str:
         """Record a frame a JSON consumer cannot decode; returns ``BAD_FRAME_POLICY``."""
@@ -269,9 +276,14 @@ class Connection:
     # -- disconnect and the end of the connection -------------------------------------
 
     async def on_disconnect(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        code = message.get("code")
-        if not isinstance(code, int):
-            code = self.closed_by_server if self.closed_by_server is not None else 1005
+        # The code on the wire, whatever the server reports (see _asgi): the consumer's
+        # own when it closed first, else the client's.
+        code = self.closed_by_server
+        if code is None:
+            code = client_close_code(self.server_send)
+        if code is None:
+            code = message.get("code")
+            code = int(code) if isinstance(code, int) else 1005
         attributes: dict[str, Any] = {
             sc.CHANNELS_FRAMES_RECEIVED: self.frames_in,
             sc.CHANNELS_FRAMES_SENT: self.frames_out,

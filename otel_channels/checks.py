@@ -7,8 +7,10 @@ otel_channels.E001     ``OTEL_CHANNELS`` is not a dict
 otel_channels.W001     unknown key in ``OTEL_CHANNELS``
 otel_channels.E002     wrong type or value for a key
 otel_channels.E003     a dotted path (``SPAN_HOOK``, ``GROUP_TEMPLATE``) does not import
-otel_channels.W010     a channels-redis host whose ``socket_timeout`` would cut the
-                       layer's own blocking reads (redis-py 8 default: 5 s)
+otel_channels.W002     an ``OTEL_PYTHON_CHANNELS_*`` variable with a value the key refuses
+otel_channels.W010     a channels-redis or channels-valkey host whose ``socket_timeout``
+                       would cut the layer's own blocking reads (redis-py 8 and
+                       valkey-py 6 default: 5 s)
 otel_channels.W011     a channels-redis host without ``max_connections`` (redis-py
                        8 pools raise ``MaxConnectionsError`` past 100)
 =====================  ==================================================
@@ -22,13 +24,17 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import SETTING_NAME, SPECS
+from .conf import ENVIRONMENT_PREFIX, SETTING_NAME, SPECS, environment_settings
 
 __all__ = ["check_channel_layers", "check_settings"]
 
+#: Backends on a redis-py style client: (the client library, the layer's blocking read).
 _REDIS_BACKENDS = {
-    "channels_redis.core.RedisChannelLayer": 5,  # RedisChannelLayer.brpop_timeout
-    "channels_redis.pubsub.RedisPubSubChannelLayer": 0,  # pub/sub reads block too
+    "channels_redis.core.RedisChannelLayer": ("redis", 5),  # RedisChannelLayer.brpop_timeout
+    "channels_redis.pubsub.RedisPubSubChannelLayer": ("redis", 0),  # pub/sub reads block too
+    # channels-valkey is channels-redis on valkey-py, which kept redis-py 8's 5 s default.
+    "channels_valkey.core.ValkeyChannelLayer": ("valkey", 5),
+    "channels_valkey.pubsub.ValkeyPubSubChannelLayer": ("valkey", 0),
 }
 #: Seconds above the layer's blocking read timeout a socket timeout must leave.
 _MARGIN = 5
@@ -46,6 +52,13 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             id="otel_channels.E001",
         )]
     messages: list[CheckMessage] = []
+    for key, (raw, parsed) in environment_settings().items():
+        if not SPECS[key].valid(parsed):
+            messages.append(Warning(
+                f"{ENVIRONMENT_PREFIX}{key}={raw!r} is ignored; expected {SPECS[key].expected}.",
+                hint=f"Fix or unset the variable (the default is {SPECS[key].default!r}).",
+                id="otel_channels.W002",
+            ))
     for key, item in value.items():
         spec = SPECS.get(key)
         if spec is None:
@@ -74,7 +87,17 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     return messages
 
 
-def _redis_default_socket_timeout() -> float | None:
+def _default_socket_timeout(client: str) -> float | None:
+    """The socket timeout a client library uses when the host does not give one."""
+    if client == "valkey":
+        try:
+            import inspect
+
+            from valkey.asyncio.connection import AbstractConnection
+        except ImportError:
+            return None
+        value = inspect.signature(AbstractConnection.__init__).parameters["socket_timeout"].default
+        return float(value) if isinstance(value, (int, float)) else None
     try:
         from redis import _defaults
     except ImportError:  # redis-py < 8: no socket timeout unless given
@@ -99,16 +122,16 @@ def _host_options(host: Any) -> dict[str, Any]:
 
 
 def check_channel_layers(**kwargs: Any) -> list[CheckMessage]:
-    """Spot channels-redis configurations that break under redis-py 8."""
+    """Spot channels-redis / channels-valkey configurations that break under their clients."""
     layers = getattr(settings, "CHANNEL_LAYERS", None)
     if not isinstance(layers, dict):
         return []
-    default_timeout = _redis_default_socket_timeout()
     messages: list[CheckMessage] = []
     for alias, layer in layers.items():
         if not isinstance(layer, dict) or layer.get("BACKEND") not in _REDIS_BACKENDS:
             continue
-        blocking = _REDIS_BACKENDS[layer["BACKEND"]]
+        client, blocking = _REDIS_BACKENDS[layer["BACKEND"]]
+        default_timeout = _default_socket_timeout(client)
         hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
         if isinstance(hosts, (str, bytes)):
             continue  # channels-redis itself refuses this with a clear error
@@ -121,10 +144,10 @@ def check_channel_layers(**kwargs: Any) -> list[CheckMessage]:
                 timeout = None
             if timeout is not None and timeout <= blocking + _MARGIN:
                 messages.append(Warning(
-                    f"CHANNEL_LAYERS[{alias!r}] host {index}: redis-py's socket_timeout is "
+                    f"CHANNEL_LAYERS[{alias!r}] host {index}: {client}-py's socket_timeout is "
                     f"{timeout:g} s, not above the layer's {blocking} s blocking read plus "
                     f"{_MARGIN} s; idle consumers die with 'Timeout reading from' and clients "
-                    "see close 1011 (channels_redis#422, redis-py 8 default of 5 s).",
+                    f"see close 1011 (channels_redis#422; {client}-py's default is 5 s).",
                     hint=(
                         "Give the host as a dict with a larger timeout, e.g. "
                         f"{{'address': 'redis://127.0.0.1:6379/0', "
@@ -132,7 +155,9 @@ def check_channel_layers(**kwargs: Any) -> list[CheckMessage]:
                     ),
                     id="otel_channels.W010",
                 ))
-            if "max_connections" not in options and default_timeout is not None:
+            # valkey-py's pools have no cap; redis-py 8's refuse a 101st connection.
+            if client == "redis" and "max_connections" not in options and (
+                    default_timeout is not None):
                 messages.append(Warning(
                     f"CHANNEL_LAYERS[{alias!r}] host {index}: no max_connections; redis-py 8 "
                     "pools hold 100 connections per process and raise MaxConnectionsError "

@@ -12,6 +12,7 @@ a bad value it can ignore, it falls back to the default instead.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -146,10 +147,47 @@ def _user_settings() -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+#: Keys zero-code users (``opentelemetry-instrument``, no settings edit) can set in the
+#: environment as ``OTEL_PYTHON_CHANNELS_<KEY>``; the Django setting wins over them.
+ENVIRONMENT_PREFIX = "OTEL_PYTHON_CHANNELS_"
+ENVIRONMENT_KEYS = ("MESSAGE_SAMPLE_RATE", "MAX_PROCESS_SPANS_PER_BROADCAST",
+                    "SLOW_PROCESS_THRESHOLD")
+
+
+def _parse_environment(text: str) -> Any:
+    """``"0.1"`` -> 0.1, ``"10"`` -> 10, ``"none"`` / ``""`` -> None; else the text itself."""
+    text = text.strip()
+    if text.lower() in ("none", ""):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def environment_settings() -> dict[str, tuple[str, Any]]:
+    """``{key: (raw text, parsed value)}`` of the ``OTEL_PYTHON_CHANNELS_*`` variables set."""
+    found = {}
+    for key in ENVIRONMENT_KEYS:
+        raw = os.environ.get(ENVIRONMENT_PREFIX + key)
+        if raw is not None:
+            found[key] = (raw, _parse_environment(raw))
+    return found
+
+
 @functools.cache
 def get_config() -> Config:
-    """The merged settings; invalid values fall back to their default."""
+    """The merged settings; invalid values fall back to their default.
+
+    Precedence: ``OTEL_CHANNELS`` in Django settings, then ``OTEL_PYTHON_CHANNELS_*``
+    environment variables, then the defaults.
+    """
     values = dict(DEFAULTS)
+    for key, (_raw, value) in environment_settings().items():
+        if SPECS[key].valid(value):
+            values[key] = value
     for key, value in _user_settings().items():
         spec = SPECS.get(key)
         if spec is not None and spec.valid(value):

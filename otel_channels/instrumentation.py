@@ -45,7 +45,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
-from . import _fanout, _layers, _process, _telemetry
+from . import _asgi, _fanout, _layers, _process, _telemetry
 from ._names import ROUTE_SCOPE_KEY, pattern_template
 from ._package import _instruments
 from .conf import get_config
@@ -112,12 +112,26 @@ def _consumer_of(dispatch: Any) -> Any:
     return consumer
 
 
+def _raw_channel_receive(callable_: Any) -> Any:
+    """A consumer's ``partial(layer.receive, channel)``, reading through the unwrapped receive."""
+    if isinstance(callable_, functools.partial):
+        raw = _layers.raw_receive(callable_.func)
+        if raw is not callable_.func:
+            return functools.partial(raw, *callable_.args, **callable_.keywords)
+    return callable_
+
+
 def _dispatch_loop(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    """Wraps ``channels.consumer.await_many_dispatch`` for plain consumers."""
-    consumer_callables, dispatch = args[0], args[1]
+    """Wraps ``channels.consumer.await_many_dispatch``: consumers get carriers, plain ones spans.
+
+    Every consumer reads the channel layer through the unwrapped ``receive`` (its
+    dispatch needs the carrier; user code calling ``layer.receive`` does not get it).
+    """
+    consumer_callables, dispatch = [_raw_channel_receive(c) for c in args[0]], args[1]
+    _layers.read_raw()  # this runs in the consumer's task: its reads keep the carrier
     consumer = _consumer_of(dispatch)
     if consumer is None or getattr(consumer, "_otel_traced", False):
-        return wrapped(*args, **kwargs)
+        return wrapped(consumer_callables, dispatch)
     client_events = _process.CLIENT_EVENT_TYPES
 
     def traced_dispatch(message: dict[str, Any]) -> Any:
@@ -151,6 +165,14 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped = [(channels.layers.ChannelLayerManager, "_make_backend"),
                          (channels.routing.URLRouter, "__call__"),
                          (channels.consumer, "await_many_dispatch")]
+        try:  # hypercorn drops the client's close code: keep it (see _asgi)
+            from hypercorn.protocol import ws_stream
+        except ImportError:
+            pass
+        else:
+            wrap_function_wrapper(ws_stream, "WSStream._handle_events",
+                                  _asgi.hypercorn_handle_events)
+            self._wrapped.append((ws_stream.WSStream, "_handle_events"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for owner, attribute in getattr(self, "_wrapped", ()):

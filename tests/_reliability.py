@@ -1002,3 +1002,54 @@ def group_members(redis: RedisServer, prefix: str) -> dict[str, int]:
         return {key.decode(): int(client.zcard(key)) for key in keys}
     finally:
         client.close()
+
+
+# -- Redis with persistence (tests/test_redis_persistence.py) ---------------------------
+
+
+class PersistentRedisServer(RedisServer):
+    """``redis-server`` with an append-only file written on every command
+    (``--appendonly yes --appendfsync always``, no RDB snapshots) in a directory of
+    its own: :meth:`kill` (SIGKILL) then :meth:`start` brings back everything it had
+    acknowledged (group memberships, queued messages, the SSE replay log)."""
+
+    def __init__(self, port: int | None = None, directory: str | None = None) -> None:
+        import tempfile
+
+        super().__init__(port)
+        self.directory = directory or tempfile.mkdtemp(prefix="otel-redis-aof-")
+        self.owns_directory = directory is None
+
+    def start(self) -> PersistentRedisServer:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--dir", self.directory, "--daemonize", "no",
+             "--maxclients", "10000", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_for_port(self.port, 10, self.process)
+        self.wait_loaded()
+        return self
+
+    def wait_loaded(self, timeout: float = 10.0) -> None:
+        """Until PING answers (a restarted server says LOADING while it reads the AOF)."""
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            client = self.client()
+            try:
+                if client.ping():
+                    return
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
+        if self.owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -3,6 +3,8 @@
 ``DaphneWorker`` starts ``daphne tests.project.asgi:application`` (or any app)
 on a free port with a given environment, waits until it answers, and stops it
 (SIGTERM, then SIGKILL) on exit. Output goes to a log file shown on failure.
+``UvicornWorker`` (``--ws websockets`` / ``wsproto`` / ``websockets-sansio``) and
+``HypercornWorker`` do the same under the other ASGI servers (same interface).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class DaphneWorker:
     """One daphne process. ``command`` defaults to plain daphne; pass a prefix such as
     ``["opentelemetry-instrument"]`` to run it zero-code."""
 
+    #: The ASGI server this class runs (its log file is named after it).
+    server = "daphne"
+
     def __init__(
         self,
         env: dict[str, str] | None = None,
@@ -78,7 +83,7 @@ class DaphneWorker:
             **(env or {}),
         }
         self.env.pop("PYTHONDEVMODE", None)  # keep worker start-up fast and quiet
-        self.log = Path(tempfile.mkstemp(prefix=f"daphne-{name}-", suffix=".log")[1])
+        self.log = Path(tempfile.mkstemp(prefix=f"{self.server}-{name}-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -187,3 +192,49 @@ def two_workers(
         with running(*workers, join_timeout=join_timeout, log_tail=log_tail,
                      tracebacks=tracebacks):
             yield receiver, workers[0], workers[1]
+
+
+class UvicornWorker(DaphneWorker):
+    """One uvicorn process (``ws``: ``websockets`` (legacy), ``wsproto`` or ``websockets-sansio``).
+
+    ``--lifespan off``: Channels' ProtocolTypeRouter has no lifespan. ``--ws websockets``
+    prints uvicorn's deprecation warning of that implementation at start-up (a warning
+    line, not a traceback).
+    """
+
+    server = "uvicorn"
+
+    def __init__(self, env: dict[str, str] | None = None, ws: str = "websockets",
+                 **kwargs: Any) -> None:
+        self.ws = ws
+        super().__init__(env, **kwargs)
+
+    def command(self) -> list[str]:
+        bindir = Path(sys.executable).parent
+        return [*[str(bindir / p) if (bindir / p).exists() else p for p in self.prefix],
+                str(bindir / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.port),
+                "--ws", self.ws, "--lifespan", "off", "--log-level", "warning", self.app]
+
+
+class HypercornWorker(DaphneWorker):
+    """One hypercorn process. It logs "ASGI Framework Lifespan error, continuing without
+    Lifespan support" at every start (Channels has no lifespan; hypercorn has no option)."""
+
+    server = "hypercorn"
+
+    def command(self) -> list[str]:
+        bindir = Path(sys.executable).parent
+        return [*[str(bindir / p) if (bindir / p).exists() else p for p in self.prefix],
+                str(bindir / "hypercorn"), "--bind", f"127.0.0.1:{self.port}", self.app]
+
+
+#: Every ASGI server the tests run the project under: name -> worker factory
+#: (``factory(env, name=...)``, the DaphneWorker interface).
+SERVERS: dict[str, Any] = {
+    "daphne": DaphneWorker,
+    "uvicorn-websockets": lambda env=None, **kw: UvicornWorker(env, ws="websockets", **kw),
+    "uvicorn-wsproto": lambda env=None, **kw: UvicornWorker(env, ws="wsproto", **kw),
+    "uvicorn-websockets-sansio": lambda env=None, **kw: UvicornWorker(
+        env, ws="websockets-sansio", **kw),
+    "hypercorn": HypercornWorker,
+}

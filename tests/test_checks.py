@@ -91,3 +91,42 @@ def test_checks_are_registered():
     with override_settings(OTEL_CHANNELS={"MESSAGE_SAMPLE_RATE": -1}), \
             pytest.raises(SystemCheckError, match="otel_channels.E002"):
         call_command("check")
+
+
+@pytest.mark.parametrize(("backend", "hosts", "expected"), [
+    # valkey-py kept redis-py 8's 5 s socket timeout but has no pool cap: W010 only.
+    ("channels_valkey.core.ValkeyChannelLayer", ["valkey://127.0.0.1:6379"],
+     ["otel_channels.W010"]),
+    ("channels_valkey.pubsub.ValkeyPubSubChannelLayer", ["valkey://127.0.0.1:6379"],
+     ["otel_channels.W010"]),
+    ("channels_valkey.core.ValkeyChannelLayer",
+     [{"address": "valkey://127.0.0.1:6379", "socket_timeout": 30}], []),
+])
+def test_valkey_layers_have_the_same_idle_timeout_trap(backend, hosts, expected):
+    layer = {"BACKEND": backend, "CONFIG": {"hosts": hosts}}
+    with override_settings(CHANNEL_LAYERS={"default": layer}):
+        messages = check_channel_layers()
+    assert ids(messages) == expected
+    for message in messages:
+        assert "valkey-py" in message.msg and "socket_timeout" in message.hint
+
+
+def test_environment_settings_for_zero_code_users(monkeypatch):
+    monkeypatch.setenv("OTEL_PYTHON_CHANNELS_MESSAGE_SAMPLE_RATE", "0.25")
+    monkeypatch.setenv("OTEL_PYTHON_CHANNELS_MAX_PROCESS_SPANS_PER_BROADCAST", "none")
+    monkeypatch.setenv("OTEL_PYTHON_CHANNELS_SLOW_PROCESS_THRESHOLD", "2")
+    with override_settings(OTEL_CHANNELS={}):
+        config = get_config()
+        assert config.MESSAGE_SAMPLE_RATE == 0.25
+        assert config.MAX_PROCESS_SPANS_PER_BROADCAST is None
+        assert config.SLOW_PROCESS_THRESHOLD == 2
+        assert check_settings() == []
+    # The Django setting wins over the environment.
+    with override_settings(OTEL_CHANNELS={"MESSAGE_SAMPLE_RATE": 0.5}):
+        assert get_config().MESSAGE_SAMPLE_RATE == 0.5
+    monkeypatch.setenv("OTEL_PYTHON_CHANNELS_MAX_PROCESS_SPANS_PER_BROADCAST", "-3")
+    with override_settings(OTEL_CHANNELS={}):
+        assert get_config().MAX_PROCESS_SPANS_PER_BROADCAST == 10  # refused: the default
+        (message,) = check_settings()
+    assert message.id == "otel_channels.W002"
+    assert "OTEL_PYTHON_CHANNELS_MAX_PROCESS_SPANS_PER_BROADCAST='-3'" in message.msg

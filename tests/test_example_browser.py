@@ -177,8 +177,10 @@ def test_chat_across_two_workers_follower_and_trace_view(
             depths = {name: int(d) for name, d in depth if name != f"process {group}"}
             process_depths = {int(d) for name, d in depth if name == f"process {group}"}
             assert process_depths == {depths[f"group_send {group}"] + 1}
-            # links are drawn: each process span links its producer (same trace) -> arrows
-            assert card.locator("svg.links-layer path").count() >= 2
+            # a WebSocket consumer's delivery links its connect span, in another trace: a
+            # chip (one per socket, on both workers; the SSE follower's receipt has none)
+            process_rows = card.locator(f'.span-row[data-span-name="process {group}"]')
+            assert process_rows.locator(".ext-link").count() >= 2
             colours = card.locator(".bar").evaluate_all(
                 "bars => [...new Set(bars.map(b => getComputedStyle(b).backgroundColor))]")
             assert len(colours) == 2  # one colour per worker

@@ -117,7 +117,7 @@ async def test_budget_gives_n_process_spans_and_one_summary(spans: Spans,
     for span in [*processes, summary]:
         assert span.kind is SpanKind.CONSUMER
         assert span.parent is not None and span.parent.span_id == producer.context.span_id
-        assert span.links[0].context.span_id == producer.context.span_id
+        assert producer.context.span_id not in [link.context.span_id for link in span.links]
         assert span.attributes["messaging.destination.name"] == group
         assert span.attributes["messaging.destination.template"] == TEMPLATE
     assert summary.attributes["messaging.operation.name"] == "deliver"
@@ -127,7 +127,7 @@ async def test_budget_gives_n_process_spans_and_one_summary(spans: Spans,
     assert summary.attributes["channels.deliveries.failed"] == 0
     assert summary.attributes["channels.deliveries.slow"] == 0
     assert summary.attributes["channels.deliveries.duration.max"] > 0
-    assert len(summary.links) == 1  # the producer; a summary belongs to no one connection
+    assert summary.links == ()  # a child of the producer; no one connection's summary
     assert summary.start_time <= min(s.start_time for s in processes)
     assert summary.end_time >= max(s.end_time for s in processes)
     # Every delivery counted; duration histograms: one point for the message on this worker.

@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_channels import _telemetry
+from otel_channels._layers import raw_receive
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 from otel_channels.instrumentation import ChannelsInstrumentor
 from tests.conftest import Metrics, Spans
@@ -220,9 +221,11 @@ async def test_a_delegating_layer_is_traced_once_per_call(
         channel = await layer.new_channel()
         await layer.group_add("room_4", channel)
         await layer.group_send("room_4", {"type": "chat.message"})
-        received = await layer.receive(channel)
+        received = await raw_receive(layer.receive)(channel)
         assert spans.names() == ["group_send room_{id}"]  # not one more from the inner layer
         assert received["_otel"]["destination"] == "room_4"
+        await layer.send(channel, {"type": "x.y"})
+        assert await layer.receive(channel) == {"type": "x.y"}  # user code: no carrier
         instrumentor.uninstrument()
         assert "send" not in vars(layer) and "group_send" not in vars(layer)
         assert "__init_subclass__" not in vars(BaseChannelLayer)
@@ -242,7 +245,7 @@ async def test_double_instrument_is_harmless(spans: Spans) -> None:
     channel = await layer.new_channel()
     await layer.group_add("room_5", channel)
     await layer.group_send("room_5", {"type": "chat.message"})
-    received = await layer.receive(channel)
+    received = await raw_receive(layer.receive)(channel)
     assert len(spans.named("group_send room_{id}")) == 1  # one span, not two
     assert spans.names() == ["group_send room_{id}"]  # InMemory's inner send adds none
     assert set(received["_otel"]) == {"traceparent", "destination", "sent_at", "id"}  # not nested

@@ -21,6 +21,7 @@ SCRIPT = textwrap.dedent('''
     from channels.layers import get_channel_layer
     from channels.testing import WebsocketCommunicator
     from otel_channels import _telemetry
+    from otel_channels._layers import raw_receive
     from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 
     seen = []
@@ -52,8 +53,9 @@ SCRIPT = textwrap.dedent('''
         await layer.group_add("h", b)
         for _ in range(2):
             await layer.group_send("h", {"type": "x.y"})
-        first = [await layer.receive(a), await layer.receive(b)]
-        second = [await layer.receive(a), await layer.receive(b)]
+        receive = raw_receive(layer.receive)  # what consumers read: the carrier kept
+        first = [await receive(a), await receive(b)]
+        second = [await receive(a), await receive(b)]
         for pair in (first, second):
             assert pair[0] == pair[1], pair
             assert set(pair[0]["_otel"]) == {"id", "sent_at", "destination"}, pair

@@ -318,7 +318,7 @@ async def test_connect_and_process_spans(spans):
     assert producer.kind is SpanKind.PRODUCER
     assert process.kind is SpanKind.CONSUMER
     assert process.parent.span_id == producer.context.span_id
-    assert [link.context.span_id for link in process.links] == [producer.context.span_id]
+    assert list(process.links) == []  # a child of the producer; no link repeating it
     assert process.attributes["channels.sse.streams"] == 2
     assert process.attributes["messaging.destination.name"] == "room_42"
     assert process.attributes["messaging.message.id"] == one.last_event_id

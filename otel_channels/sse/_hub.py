@@ -61,6 +61,7 @@ from .. import _carrier, _process, _spans, _telemetry
 from .. import _semconv as sc
 from .._carrier import SSE_GROUP, SSE_ID, SSE_PREV
 from .._fanout import TABLE
+from .._layers import raw_receive, read_raw
 from .._names import group_template
 from ..conf import get_config
 from ._replay import ZERO, Entry, fingerprint, get_log, parse_id
@@ -369,6 +370,7 @@ class Hub:
     # -- receiving -------------------------------------------------------------
 
     async def _receive(self, sub: GroupSubscription) -> None:
+        read_raw()  # this task reads carriers (for ids and trace context)
         failures = 0
         assert sub.channel is not None
         while True:
@@ -381,7 +383,7 @@ class Hub:
                     await sub.catch_up(self.alias)
                     logger.warning("group %r resubscribed after %d failures", sub.group, failures)
                     failures = 0
-                message = await self.layer.receive(sub.channel)
+                message = await raw_receive(self.layer.receive)(sub.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -31,6 +31,18 @@ websocket_routes = [
     path("ws/flaky/<str:room>/", FlakyConsumer.as_asgi()),
 ]
 
+from tests.project.consumers import (  # noqa: E402
+    BaggageChatConsumer,
+    CloseConsumer,
+    PlainBaggageConsumer,
+)
+
+websocket_routes += [  # baggage and close codes (tests/test_baggage*.py, test_servers_*.py)
+    path("ws/baggage/<str:room>/", BaggageChatConsumer.as_asgi()),
+    path("ws/baggage-plain/<str:room>/", PlainBaggageConsumer.as_asgi()),
+    path("ws/close/<str:room>/", CloseConsumer.as_asgi()),
+]
+
 application = ProtocolTypeRouter({
     "http": django_app,
     "websocket": URLRouter(websocket_routes),

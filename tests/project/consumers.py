@@ -65,3 +65,59 @@ class FlakyConsumer(ChatConsumer):
         if FlakyConsumer.deliveries % 7 == 0:
             raise RuntimeError(f"flaky delivery {FlakyConsumer.deliveries}")
         await self.send_json(event)
+
+
+# -- Baggage and close codes (tests/test_baggage*.py, tests/test_servers_*.py) ------------------
+
+from opentelemetry import baggage as otel_baggage  # noqa: E402
+from opentelemetry import context as otel_context  # noqa: E402
+
+
+class BaggageChatConsumer(RoomMember, TracedAsyncJsonWebsocketConsumer):
+    """Baggage in and out: ``/ws/baggage/<room>/``.
+
+    * ``{"echo": true}`` -> ``{"connect": tenant seen in connect(), "receive": tenant seen
+      in receive_json()}`` (the ``tenant`` baggage entry, or None);
+    * ``{"text": ..., "tenant": t}`` -> sets baggage ``tenant=t``, attaches it and
+      broadcasts to ``room_<room>`` (without ``"tenant"``: broadcasts, no baggage set);
+    * every broadcast -> the event plus ``"tenant"``: the baggage its handler sees.
+    """
+
+    async def connect(self):
+        self.connect_tenant = otel_baggage.get_baggage("tenant")
+        await super().connect()
+
+    async def receive_json(self, content, **kwargs):
+        if content.get("echo"):
+            await self.send_json({"connect": self.connect_tenant,
+                                  "receive": otel_baggage.get_baggage("tenant")})
+            return
+        message = {"type": "chat.message", "text": content.get("text")}
+        if "tenant" not in content:
+            await self.channel_layer.group_send(self.group, message)
+            return
+        token = otel_context.attach(otel_baggage.set_baggage("tenant", content["tenant"]))
+        try:
+            await self.channel_layer.group_send(self.group, message)
+        finally:
+            otel_context.detach(token)
+
+    async def chat_message(self, event):
+        await self.send_json({**event, "tenant": otel_baggage.get_baggage("tenant")})
+
+
+class PlainBaggageConsumer(RoomMember, AsyncJsonWebsocketConsumer):
+    """A plain Channels consumer in the room echoing the baggage its handler sees."""
+
+    async def chat_message(self, event):
+        await self.send_json({**event, "tenant": otel_baggage.get_baggage("tenant")})
+
+
+class CloseConsumer(TracedAsyncJsonWebsocketConsumer):
+    """``/ws/close/<room>/``: echoes JSON frames; ``{"close": code}`` closes with ``code``."""
+
+    async def receive_json(self, content, **kwargs):
+        if "close" in content:
+            await self.close(code=int(content["close"]))
+            return
+        await self.send_json(content)
