@@ -16,6 +16,7 @@ from django.urls import path, re_path
 from opentelemetry.trace import SpanKind
 
 from otel_channels.broadcast import abroadcast
+from otel_channels.instrumentation import ChannelsInstrumentor
 from otel_channels.sse import EventStreamView, ServerSentEvent, _hub, _replay
 from otel_channels.testing import EventStreamCommunicator
 
@@ -539,6 +540,23 @@ async def test_plain_group_send_is_numbered_once_per_message():
     events = [await comm.receive_event() for _ in range(3)]
     positions = [_replay.parse_id(e.id) for e in events]
     assert positions == sorted(set(positions))
+    await comm.disconnect()
+
+
+async def test_equal_messages_without_a_carrier_are_three_events():
+    """A producer without otel_channels sends no carrier: equal messages stay distinct."""
+    comm = await open_stream("/events/bare/")
+    layer = get_channel_layer()
+    instrumentor = ChannelsInstrumentor()
+    instrumentor.uninstrument()  # the producer side of another service: no carrier at all
+    try:
+        for _ in range(3):
+            await layer.group_send("room_bare", {"type": "same", "v": 1})
+    finally:
+        instrumentor.instrument()
+    events = [await comm.receive_event() for _ in range(3)]
+    assert [(e.event, json.loads(e.data)) for e in events] == [("same", {"v": 1})] * 3
+    assert len({e.id for e in events}) == 3
     await comm.disconnect()
 
 

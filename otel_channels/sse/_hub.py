@@ -18,11 +18,10 @@ Numbering (see ``_replay`` for the ids):
 * ``broadcast()`` appends to the log *before* sending, and the id rides in the
   message's carrier (``sse_id`` / ``sse_prev`` / ``sse_group``); every worker
   writes that id.
-* A plain ``group_send`` (a consumer, a view, another library) has no id: each
-  hub that receives it appends it to the log keyed by a fingerprint of the
-  message (the instrumentor's carrier, with its send timestamp and producer
-  span, makes every send distinct), so the first hub numbers it and the
-  others get the same id back. Such a message is logged only if some worker
+* A plain ``group_send`` (a consumer, a view, another library) has no SSE id:
+  each hub that receives it appends it to the log keyed by the carrier's
+  unique message id (:meth:`GroupSubscription.message_key`), so the first hub
+  numbers it and the others get the same id back. Such a message is logged only if some worker
   holds a stream for the group when it arrives; ``broadcast()`` is logged
   even when no stream is open, so it can always be replayed. Plain messages
   keep their order among themselves (every hub receives and numbers them in
@@ -64,7 +63,7 @@ from .._fanout import TABLE
 from .._layers import raw_receive, read_raw
 from .._names import group_template
 from ..conf import get_config
-from ._replay import ZERO, Entry, fingerprint, get_log, parse_id
+from ._replay import FINGERPRINT_TTL, ZERO, Entry, fingerprint, get_log, parse_id
 from .wire import ServerSentEvent
 
 __all__ = ["Envelope", "Hub", "LocalStream", "get_hub"]
@@ -174,7 +173,7 @@ class GroupSubscription:
     """The hub's membership in one group, and the order of the group's events on this worker."""
 
     __slots__ = ("group", "template", "channel", "streams", "ready", "task", "last", "last_id",
-                 "start_id")
+                 "start_id", "repeats")
 
     def __init__(self, group: str, ready: asyncio.Future[None]) -> None:
         self.group = group
@@ -186,6 +185,31 @@ class GroupSubscription:
         self.last: tuple[int, int] = (0, 0)
         self.last_id = ZERO
         self.start_id = ZERO
+        #: Carrier-less messages seen: fingerprint -> (times, first seen), see message_key.
+        self.repeats: dict[str, tuple[int, float]] = {}
+
+    def message_key(self, carrier: dict[str, Any], raw: dict[str, Any]) -> str:
+        """What every hub calls this message when it numbers it in the shared log.
+
+        The carrier's unique id when it has one (every producer with otel_channels,
+        with or without an SDK). A message with no carrier (a producer without
+        otel_channels) has only its content: equal messages are told apart by how
+        many times this hub has seen that content within FINGERPRINT_TTL, so that
+        three equal broadcasts are three events on every worker, never one.
+        """
+        message_id = carrier.get("id")
+        if isinstance(message_id, str):
+            return "id:" + message_id
+        digest = fingerprint(raw)
+        now = time.monotonic()
+        if len(self.repeats) > 4096:  # bounded: forget what expired
+            self.repeats = {k: v for k, v in self.repeats.items()
+                            if now - v[1] < FINGERPRINT_TTL}
+        times, first = self.repeats.get(digest, (0, now))
+        if now - first >= FINGERPRINT_TTL:
+            times, first = 0, now
+        self.repeats[digest] = (times + 1, first)
+        return f"{digest}:{times + 1}"
 
     async def catch_up(self, alias: str) -> None:
         """After a rejoin: fan out what the log holds since the last delivery, or reset."""
@@ -228,7 +252,7 @@ class GroupSubscription:
             producer = carrier.get("traceparent")
             event_id, prev = await log.append(
                 group, message, producer if isinstance(producer, str) else None,
-                fingerprint=fingerprint(raw),
+                fingerprint=self.message_key(carrier, raw),
             )
         position, previous = parse_id(event_id), parse_id(prev)
         assert position is not None and previous is not None
