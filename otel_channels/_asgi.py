@@ -74,6 +74,17 @@ def client_close_code(send: Any) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def wire_close_code(sent: int | None, send: Any, reported: Any) -> int:
+    """The close code on the wire: ``sent`` by the consumer when it closed first, else
+    the client's (when the server behind ``send`` does not report it), else ``reported``."""
+    if sent is not None:
+        return sent
+    code = client_close_code(send)
+    if code is not None:
+        return code
+    return int(reported) if isinstance(reported, int) else 1005  # 1005: no status received
+
+
 async def hypercorn_handle_events(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
 ) -> Any:

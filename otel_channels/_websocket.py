@@ -27,7 +27,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from . import _process, _sampling, _spans, _telemetry
 from . import _semconv as sc
-from ._asgi import application_codes_only, client_close_code, close_codes_for, sendable_close
+from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
 from ._names import route_of
 from .conf import get_config
@@ -276,14 +276,8 @@ class Connection:
     # -- disconnect and the end of the connection -------------------------------------
 
     async def on_disconnect(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        # The code on the wire, whatever the server reports (see _asgi): the consumer's
-        # own when it closed first, else the client's.
-        code = self.closed_by_server
-        if code is None:
-            code = client_close_code(self.server_send)
-        if code is None:
-            code = message.get("code")
-            code = int(code) if isinstance(code, int) else 1005
+        # The code on the wire, whatever the server reports (see _asgi).
+        code = wire_close_code(self.closed_by_server, self.server_send, message.get("code"))
         attributes: dict[str, Any] = {
             sc.CHANNELS_FRAMES_RECEIVED: self.frames_in,
             sc.CHANNELS_FRAMES_SENT: self.frames_out,

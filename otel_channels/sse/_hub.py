@@ -33,13 +33,7 @@ Numbering (see ``_replay`` for the ids):
   delivered makes it read the gap from the log first; an id it already
   delivered is skipped.
 
-Slow clients (``SSE_SLOW_CLIENT_POLICY``), counted in ``channels.sse.dropped``:
-
-* ``"reset"`` (default): a full queue drops its oldest event; the stream then
-  writes a ``stream-reset`` event (``{"reason": "slow_client", "dropped": n}``)
-  before the next one, so the page knows to reload its state;
-* ``"close"``: the stream ends; the browser reconnects with ``Last-Event-ID``
-  and the log replays what it missed.
+Each stream's bounded queue and the slow-client policy are in :mod:`._queue`.
 """
 
 from __future__ import annotations
@@ -48,9 +42,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections import deque
 from collections.abc import Coroutine
-from dataclasses import replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -63,10 +55,10 @@ from .._fanout import TABLE
 from .._layers import raw_receive, read_raw
 from .._names import group_template
 from ..conf import get_config
+from ._queue import Envelope, LocalStream
 from ._replay import FINGERPRINT_TTL, ZERO, Entry, fingerprint, get_log, parse_id
-from .wire import ServerSentEvent
 
-__all__ = ["Envelope", "Hub", "LocalStream", "get_hub"]
+__all__ = ["Envelope", "Hub", "LocalStream", "get_hub"]  # the queue types, re-exported
 
 logger = logging.getLogger("otel_channels.sse")
 
@@ -75,98 +67,6 @@ logger = logging.getLogger("otel_channels.sse")
 _BACKOFF = (0.1, 0.5, 1.0, 2.0)
 #: Cancels (1 s apart) of a torn-down subscription's receive task: over two 5 s reads.
 _CANCEL_ATTEMPTS = 12
-
-
-class Envelope:
-    """One numbered group message on its way to the local streams."""
-
-    __slots__ = ("group", "id", "position", "message", "traceparent", "reset", "_default",
-                 "_encoded")
-
-    def __init__(self, group: str, event_id: str | None, message: dict[str, Any],
-                 traceparent: str | None) -> None:
-        self.group = group
-        self.id = event_id
-        self.position = parse_id(event_id) if event_id is not None else None
-        self.message = message
-        self.traceparent = traceparent
-        #: Not an event: a ``stream-reset`` marker (with this reason) moving the stream to ``id``.
-        self.reset: str | None = None
-        self._default: ServerSentEvent | None = None
-        self._encoded: tuple[str | None, tuple[tuple[str, str], ...], bytes] | None = None
-
-    def default_event(self) -> ServerSentEvent:
-        """``event:`` = type, ``data:`` = JSON of the rest; built once for all streams."""
-        if self._default is None:
-            message = self.message
-            message_type = message.get("type")
-            rest = {k: v for k, v in message.items() if k != "type"}
-            self._default = ServerSentEvent(
-                data=rest, event=message_type if isinstance(message_type, str) else None
-            )
-        return self._default
-
-    def encode_default(self, event_id: str | None, extra: tuple[tuple[str, str], ...]) -> bytes:
-        """The default event's bytes; streams writing the same id share one encoding."""
-        cached = self._encoded
-        if cached is not None and cached[0] == event_id and cached[1] == extra:
-            return cached[2]
-        data = replace(self.default_event(), id=event_id).encode(extra)
-        self._encoded = (event_id, extra, data)
-        return data
-
-
-class LocalStream:
-    """A stream's bounded queue, fed by the hub (sync, on the hub's loop)."""
-
-    __slots__ = ("pending", "capacity", "policy", "wake", "accepted", "unreported",
-                 "overflowed", "metric_attributes", "__weakref__")
-
-    def __init__(self, capacity: int, policy: str, metric_attributes: dict[str, Any]) -> None:
-        self.pending: deque[Envelope] = deque()
-        self.capacity = capacity
-        self.policy = policy
-        self.wake = asyncio.Event()
-        self.accepted: dict[str, tuple[int, int]] = {}
-        self.unreported = 0  # dropped since the last stream-reset was written
-        self.overflowed = False
-        self.metric_attributes = metric_attributes
-
-    def lost(self, group: str, event_id: str, reason: str) -> None:
-        """Events of ``group`` up to ``event_id`` are gone: queue a ``stream-reset`` marker."""
-        marker = Envelope(group, event_id, {}, None)
-        marker.reset = reason
-        if marker.position is not None:
-            self.accepted[group] = marker.position
-        self.pending.append(marker)  # one per outage, after what was already queued
-        self.wake.set()
-
-    def offer(self, envelope: Envelope) -> bool:
-        """Queue ``envelope`` unless this stream already has it; apply the slow-client policy."""
-        position = envelope.position
-        if position is not None:
-            seen = self.accepted.get(envelope.group)
-            if seen is not None and position <= seen:
-                return False
-            self.accepted[envelope.group] = position
-        if self.overflowed:  # closing: counted, not queued
-            _telemetry.get().sse_dropped.add(1, self.metric_attributes)
-            return False
-        if len(self.pending) >= self.capacity:
-            telemetry = _telemetry.get()
-            if self.policy == "close":
-                lost = len(self.pending) + 1
-                self.pending.clear()
-                self.overflowed = True
-                telemetry.sse_dropped.add(lost, self.metric_attributes)
-                self.wake.set()
-                return False
-            self.pending.popleft()
-            self.unreported += 1
-            telemetry.sse_dropped.add(1, self.metric_attributes)
-        self.pending.append(envelope)
-        self.wake.set()
-        return True
 
 
 class GroupSubscription:
