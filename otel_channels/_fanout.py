@@ -41,7 +41,7 @@ from opentelemetry.trace import Link, SpanKind
 from . import _carrier, _sampling, _telemetry
 from . import _semconv as sc
 from ._names import group_template
-from .conf import SETTING_NAME, Config
+from .conf import Config, on_change
 
 #: A broadcast with no delivery on this worker for this long has ended here.
 QUIET_SECONDS = 0.25
@@ -218,23 +218,7 @@ class Table:
 
 
 TABLE = Table()
-
-
-def _forget(*, setting: str | None = None, **kwargs: Any) -> None:
-    """``setting_changed`` receiver: records hold prepared settings (template, parent mode)."""
-    if setting is None or setting == SETTING_NAME:
-        TABLE.clear()
-
-
-def _connect_signal() -> None:
-    try:
-        from django.test.signals import setting_changed
-    except Exception:  # pragma: no cover - Django always has it
-        return
-    setting_changed.connect(_forget, dispatch_uid="otel_channels._fanout.forget")
-
-
-_connect_signal()
+on_change(TABLE.clear)  # records hold prepared settings (template, parent mode)
 
 
 def summarize(record: Broadcast) -> None:

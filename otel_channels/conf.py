@@ -21,7 +21,7 @@ from ._names import DEFAULT_SENSITIVE_QUERY_PARAMS
 
 __all__ = [
     "DEFAULTS", "DEFAULT_SENSITIVE_QUERY_PARAMS", "SETTING_NAME", "SPECS", "Config", "Spec",
-    "get_config", "reload",
+    "get_config", "on_change", "reload",
 ]
 
 SETTING_NAME = "OTEL_CHANNELS"
@@ -212,10 +212,20 @@ def _resolve(value: Any) -> Any:
     return value
 
 
+_listeners: list[Callable[[], None]] = []
+
+
+def on_change(listener: Callable[[], None]) -> None:
+    """Call ``listener`` whenever ``OTEL_CHANNELS`` changes (state prepared from the config)."""
+    _listeners.append(listener)
+
+
 def reload(*, setting: str | None = None, **kwargs: Any) -> None:
-    """``setting_changed`` receiver: forget the cached config."""
+    """``setting_changed`` receiver: forget the cached config, and what was built from it."""
     if setting is None or setting == SETTING_NAME:
         get_config.cache_clear()
+        for listener in _listeners:
+            listener()
 
 
 def _connect_signal() -> None:
