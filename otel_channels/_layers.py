@@ -26,16 +26,21 @@ Their tasks are also marked (:func:`read_raw`), so that a layer whose
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import logging
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from . import _producer
 from .conf import get_config
+
+logger = logging.getLogger("otel_channels")
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -67,11 +72,84 @@ async def _without_carrier(received: Any) -> Any:
     return message
 
 
+class Memberships:
+    """The groups each traced consumer's channel joined, so that none outlives its consumer.
+
+    Channels runs a consumer's ``disconnect()`` (where users ``group_discard``) only
+    when the server reports the disconnect; a consumer that dies first (a send to a
+    client that just reset raises, channels#1820; a server cancelling a hung
+    consumer) leaves its memberships behind until ``group_expiry``, a day by
+    default, and every broadcast keeps paying for them. :meth:`release`, run when a
+    traced consumer ends however it ends, discards what is left.
+    """
+
+    def __init__(self) -> None:
+        self.by_channel: dict[str, set[str]] = {}
+        self._leaving: set[asyncio.Task[None]] = set()
+
+    def track(self, channel: Any) -> None:
+        if isinstance(channel, str):
+            self.by_channel.setdefault(channel, set())
+
+    def release(self, layer: Any, channel: Any) -> None:
+        """Forget ``channel``; discard, in the background, the groups it never left."""
+        groups = self.by_channel.pop(channel, None) if isinstance(channel, str) else None
+        if not groups or layer is None:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(_leave(layer, channel, groups))
+        except RuntimeError:  # no loop (the consumer ran in a loop that is gone)
+            return
+        self._leaving.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._leaving.discard)
+
+
+async def _leave(layer: Any, channel: str, groups: set[str]) -> None:
+    for group in groups:
+        try:  # bounded: a layer that is down must not keep the task forever
+            await asyncio.wait_for(layer.group_discard(group, channel), 10)
+        except Exception:
+            logger.warning("could not discard %r from group %r", channel, group, exc_info=True)
+
+
+MEMBERSHIPS = Memberships()
+
+
+def traced_group_add(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``wrapt`` wrapper for ``group_add(group, channel)``: remember a traced consumer's groups."""
+    group, channel = _group_and_channel(args, kwargs)
+    groups = MEMBERSHIPS.by_channel.get(channel) if isinstance(channel, str) else None
+    if groups is not None and isinstance(group, str):
+        groups.add(group)
+    return wrapped(*args, **kwargs)
+
+
+def traced_group_discard(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``wrapt`` wrapper for ``group_discard(group, channel)``."""
+    group, channel = _group_and_channel(args, kwargs)
+    groups = MEMBERSHIPS.by_channel.get(channel) if isinstance(channel, str) else None
+    if groups is not None:
+        groups.discard(group)
+    return wrapped(*args, **kwargs)
+
+
+def _group_and_channel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    group = args[0] if args else kwargs.get("group")
+    channel = args[1] if len(args) > 1 else kwargs.get("channel")
+    return group, channel
+
+
 #: The methods every channel layer has that the instrumentor wraps, and their wrappers.
 METHODS: dict[str, Wrapper] = {
     "send": _producer.traced_send,
     "group_send": _producer.traced_group_send,
     "receive": traced_receive,
+    "group_add": traced_group_add,
+    "group_discard": traced_group_discard,
 }
 
 
@@ -110,6 +188,7 @@ class _ProxyMethod:
         layer: Any = self._layer()
         return type(layer).__getattr__(layer, self._name)
 
+    @markcoroutinefunction  # it returns an awaitable: sync code hands it to async_to_sync
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._wrapper(self._target(), self._layer(), args, kwargs)
 

@@ -9,7 +9,6 @@ message with the carrier, call the real method, and record
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -22,16 +21,16 @@ from opentelemetry.trace import SpanKind
 
 from . import _carrier, _sampling, _telemetry
 from . import _semconv as sc
+from ._capacity import DROPS, counting_full
 from ._names import group_template
 from ._payload import check_payload
 from ._spans import activate, deactivate, record_exception
 from .conf import get_config
 
-# Set while a traced send / group_send runs: a layer whose group_send calls its
-# own send (InMemoryChannelLayer) must not get a second span and carrier per member.
-_PRODUCING: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "otel_channels_producing", default=False
-)
+# Set while a traced send / group_send runs (to its drop counter, see _capacity): a layer
+# whose group_send calls its own send (InMemoryChannelLayer) must not get a second span
+# and carrier per member.
+_PRODUCING = DROPS
 
 
 async def _produce(
@@ -52,7 +51,7 @@ async def _produce(
         carrier = {"id": _carrier.new_id(), "sent_at": time.time()}
         if group:
             carrier["destination"] = target
-        producing = _PRODUCING.set(True)
+        producing = _PRODUCING.set([0])
         try:
             return await wrapped(target, _carrier.attach(message, key, carrier))
         finally:
@@ -88,7 +87,8 @@ async def _produce(
     carrier = _carrier.build(ctx, target if group else None, time.time())
     stamped = _carrier.attach(message, key, carrier)
     start = time.perf_counter()
-    producing = _PRODUCING.set(True)
+    drops = [0]
+    producing = _PRODUCING.set(drops)
     try:
         # No ``return`` inside the try: an ``else`` clause is skipped after a return,
         # which once left the sent-messages counter and duration never recorded.
@@ -110,6 +110,8 @@ async def _produce(
         telemetry.sent_messages.cell_for(template, metric_attributes)[0] += 1
         if span is not None:  # durations for sampled sends only; counts for all
             telemetry.operation_duration.record(time.perf_counter() - start, metric_attributes)
+        if drops[0]:  # members over capacity lost it: the layer said nothing
+            _record_drops(telemetry, span, metric_attributes, drops[0])
         return result
     finally:
         _PRODUCING.reset(producing)
@@ -128,7 +130,7 @@ async def _produce_suppressed(
     otherwise trace its own publishing, forever).
     """
     carrier = _carrier.build(_sampling.DROPPED_SPAN_CONTEXT, target if group else None, time.time())
-    producing = _PRODUCING.set(True)
+    producing = _PRODUCING.set([0])
     try:
         return await wrapped(target, _carrier.attach(message, key, carrier))
     finally:
@@ -162,12 +164,20 @@ def _target_and_message(
 # rejects itself): no coroutine frame of ours per member.
 
 
+def _record_drops(telemetry: _telemetry.Telemetry, span: trace.Span | None,
+                  metric_attributes: dict[str, Any], dropped: int) -> None:
+    telemetry.dropped_messages.add(dropped, {**metric_attributes,
+                                             sc.ERROR_TYPE: sc.ERROR_OVER_CAPACITY})
+    if span is not None and span.is_recording():
+        span.set_attribute(sc.CHANNELS_GROUP_SEND_OVER_CAPACITY, dropped)
+
+
 def traced_group_send(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Awaitable[Any]:
     """``wrapt`` wrapper for ``ChannelLayer.group_send(group, message)``."""
-    if _PRODUCING.get():
+    if _PRODUCING.get() is not None:
         return wrapped(*args, **kwargs)
     group, message = _target_and_message(args, kwargs, "group")
     if not isinstance(group, str) or not isinstance(message, dict):
@@ -180,8 +190,9 @@ def traced_send(
     kwargs: dict[str, Any],
 ) -> Awaitable[Any]:
     """``wrapt`` wrapper for ``ChannelLayer.send(channel, message)``."""
-    if _PRODUCING.get():
-        return wrapped(*args, **kwargs)
+    drops = _PRODUCING.get()
+    if drops is not None:  # a member's send inside a group_send: count a full member
+        return counting_full(wrapped(*args, **kwargs), drops)
     channel, message = _target_and_message(args, kwargs, "channel")
     if not isinstance(channel, str) or not isinstance(message, dict):
         return wrapped(*args, **kwargs)

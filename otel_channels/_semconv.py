@@ -75,6 +75,7 @@ SPAN_DELIVER = "deliver"  # the per-worker summary of a broadcast past the span 
 SYSTEM_CHANNELS = "channels"
 OPERATION_SEND = "send"  # messaging.operation.type
 OPERATION_PROCESS = "process"
+ERROR_OVER_CAPACITY = "over_capacity"  # error.type of group messages a full member lost
 PROTOCOL_WEBSOCKET = "websocket"
 PROTOCOL_SSE = "sse"
 
@@ -94,6 +95,7 @@ CHANNELS_MESSAGE_TYPE = "channels.message.type"
 CHANNELS_DELIVERY_DELAY = "channels.message.delivery.delay"
 CHANNELS_SPANS_DROPPED = "channels.spans.dropped"
 CHANNELS_DELIVERY_SLOW = "channels.delivery.slow"
+CHANNELS_GROUP_SEND_OVER_CAPACITY = "channels.group_send.over_capacity"
 # The ``deliver {group}`` summary of one broadcast on one worker (see _fanout.py).
 CHANNELS_DELIVERIES_RECORDED = "channels.deliveries.recorded"
 CHANNELS_DELIVERIES_UNRECORDED = "channels.deliveries.unrecorded"

@@ -29,6 +29,7 @@ from . import _process, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
+from ._layers import MEMBERSHIPS
 from ._names import route_of
 from .conf import get_config
 
@@ -332,6 +333,9 @@ class TracedConsumerMixin:
             if token is not None:
                 otel_context.detach(token)
             connection.finish()
+            # No group membership outlives the consumer, however it ended (see _layers).
+            MEMBERSHIPS.release(getattr(self, "channel_layer", None),
+                                getattr(self, "channel_name", None))
 
     def dispatch(self, message: dict[str, Any]) -> Awaitable[Any]:
         # A plain function returning an awaitable: with no SDK, Channels' own dispatch
@@ -352,6 +356,7 @@ class TracedConsumerMixin:
                 return dispatch(message)  # type: ignore[no-any-return]
             return connection.on_frame(message, dispatch, self._otel_json_frames)
         if message_type == "websocket.connect":
+            MEMBERSHIPS.track(getattr(self, "channel_name", None))  # the groups it joins
             return connection.on_connect(message, dispatch)
         if message_type == "websocket.disconnect":
             return connection.on_disconnect(message, dispatch)

@@ -37,20 +37,23 @@ runs before ``django.setup()``).
 from __future__ import annotations
 
 import functools
+import sys
 import weakref
 from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
+from wrapt import register_post_import_hook, wrap_function_wrapper
 
-from . import _asgi, _fanout, _layers, _process, _telemetry
+from . import _asgi, _capacity, _fanout, _layers, _process, _telemetry
 from ._names import ROUTE_SCOPE_KEY, pattern_template
 from ._package import _instruments
 from .conf import get_config
 
 __all__ = ["ChannelsInstrumentor"]
+
+_HYPERCORN = "hypercorn.protocol.ws_stream"
 
 class _RouteRecorder:
     """A URLRouter route's application that records the route template in the scope."""
@@ -146,6 +149,7 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Traces Django Channels channel layers and routes (see the module docstring)."""
 
     _wrapped: list[tuple[Any, str]]
+    _hook_registered = False
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -158,6 +162,7 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import channels.routing
 
         _layers.PATCHES.instrument_existing()
+        _capacity.watch()
         wrap_function_wrapper(channels.layers, "ChannelLayerManager._make_backend",
                               _layers.made_backend)
         wrap_function_wrapper(channels.routing, "URLRouter.__call__", _router_call)
@@ -165,20 +170,32 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped = [(channels.layers.ChannelLayerManager, "_make_backend"),
                          (channels.routing.URLRouter, "__call__"),
                          (channels.consumer, "await_many_dispatch")]
-        try:  # hypercorn drops the client's close code: keep it (see _asgi)
-            from hypercorn.protocol import ws_stream
-        except ImportError:
-            pass
-        else:
-            wrap_function_wrapper(ws_stream, "WSStream._handle_events",
+        # hypercorn drops the client's close code: keep it (see _asgi). Wrapped when
+        # hypercorn is loaded, now or later: importing it here would load a server
+        # nobody runs (and grow every worker's heap, which the collector pays for).
+        if _HYPERCORN in sys.modules:
+            self._wrap_hypercorn(sys.modules[_HYPERCORN])
+        elif not ChannelsInstrumentor._hook_registered:
+            ChannelsInstrumentor._hook_registered = True
+            register_post_import_hook(self._hypercorn_imported, _HYPERCORN)
+
+    def _hypercorn_imported(self, module: Any) -> None:
+        if self.is_instrumented_by_opentelemetry:
+            self._wrap_hypercorn(module)
+
+    def _wrap_hypercorn(self, module: Any) -> None:
+        target = (module.WSStream, "_handle_events")
+        if target not in self._wrapped:
+            wrap_function_wrapper(module, "WSStream._handle_events",
                                   _asgi.hypercorn_handle_events)
-            self._wrapped.append((ws_stream.WSStream, "_handle_events"))
+            self._wrapped.append(target)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for owner, attribute in getattr(self, "_wrapped", ()):
             unwrap(owner, attribute)
         self._wrapped = []
         _layers.PATCHES.uninstrument()
+        _capacity.unwatch()
         _forget_routes()
         _telemetry.reset()
         _fanout.TABLE.clear()
