@@ -74,7 +74,7 @@ def json_traceparent(text: str, key: str) -> SpanContext | None:
     """The context under ``key`` (and ``"tracestate"``) of a JSON object text, if valid."""
     try:
         content = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     if not isinstance(content, dict):
         return None

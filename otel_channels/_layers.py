@@ -104,12 +104,25 @@ class Memberships:
         task.add_done_callback(self._leaving.discard)
 
 
+#: Seconds between attempts to leave a group while the layer fails (Redis restarting);
+#: after the last one the membership is left to the layer's group_expiry.
+_LEAVE_RETRIES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
 async def _leave(layer: Any, channel: str, groups: set[str]) -> None:
-    for group in groups:
-        try:  # bounded: a layer that is down must not keep the task forever
-            await asyncio.wait_for(layer.group_discard(group, channel), 10)
-        except Exception:
-            logger.warning("could not discard %r from group %r", channel, group, exc_info=True)
+    pending = set(groups)
+    for wait in (*_LEAVE_RETRIES, None):
+        for group in sorted(pending):
+            try:  # bounded: a layer that hangs must not keep the task forever
+                await asyncio.wait_for(layer.group_discard(group, channel), 10)
+            except Exception:
+                continue
+            pending.discard(group)
+        if not pending:
+            return
+        if wait is not None:
+            await asyncio.sleep(wait)  # the layer is down (a persistent Redis comes back)
+    logger.warning("could not discard %r from groups %s", channel, sorted(pending))
 
 
 MEMBERSHIPS = Memberships()

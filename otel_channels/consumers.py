@@ -60,7 +60,7 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
         if bad is None:
             try:
                 content = self.decode_json(text_data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting too deep
                 bad = MALFORMED_JSON
             else:
                 return self.receive_json(content, **kwargs)
@@ -87,7 +87,7 @@ class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketCo
         if bad is None:
             try:
                 content = await self.decode_json(text_data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting too deep
                 bad = MALFORMED_JSON
             else:
                 return await self.receive_json(content, **kwargs)

@@ -91,16 +91,15 @@ class GroupSubscription:
     def message_key(self, carrier: dict[str, Any], raw: dict[str, Any]) -> str:
         """What every hub calls this message when it numbers it in the shared log.
 
-        The carrier's unique id when it has one (every producer with otel_channels,
-        with or without an SDK). A message with no carrier (a producer without
-        otel_channels) has only its content: equal messages are told apart by how
-        many times this hub has seen that content within FINGERPRINT_TTL, so that
-        three equal broadcasts are three events on every worker, never one.
+        The carrier's unique id and a digest of the message, and how many times
+        this hub saw that pair within FINGERPRINT_TTL: two different messages never
+        share a key (even with a reused or forged id, or none: a producer without
+        otel_channels), and a message sent twice is two events on every worker.
         """
         message_id = carrier.get("id")
-        if isinstance(message_id, str):
-            return "id:" + message_id
         digest = fingerprint(raw)
+        if isinstance(message_id, str):
+            digest = f"{message_id}:{digest}"
         now = time.monotonic()
         if len(self.repeats) > 4096:  # bounded: forget what expired
             self.repeats = {k: v for k, v in self.repeats.items()
@@ -143,17 +142,41 @@ class GroupSubscription:
         if log is None:
             return [Envelope(group, None, message, traceparent)]
         carrier = carrier or {}
-        carried_id, carried_prev = carrier.get(SSE_ID), carrier.get(SSE_PREV)
-        if (carrier.get(SSE_GROUP) == group and isinstance(carried_id, str)
-                and isinstance(carried_prev, str) and parse_id(carried_id) is not None
-                and parse_id(carried_prev) is not None):
-            event_id, prev = carried_id, carried_prev  # numbered by broadcast()
-        else:  # a plain group_send: the first hub to see it numbers it for all
-            producer = carrier.get("traceparent")
-            event_id, prev = await log.append(
-                group, message, producer if isinstance(producer, str) else None,
-                fingerprint=self.message_key(carrier, raw),
-            )
+        carried = _carried_id(carrier, group)
+        if carried is not None:  # numbered by broadcast(), if the log agrees
+            envelopes = await self._deliver_carried(log, message, traceparent, *carried)
+            if envelopes is not None:
+                return envelopes
+        # A plain group_send (or a carried id the log does not back): the first hub to
+        # see it numbers it for all.
+        producer = carrier.get("traceparent")
+        event_id, prev = await log.append(
+            group, message, producer if isinstance(producer, str) else None,
+            fingerprint=self.message_key(carrier, raw),
+        )
+        return await self._deliver(log, message, traceparent, event_id, prev)
+
+    async def _deliver_carried(self, log: Any, message: dict[str, Any], traceparent: str | None,
+                               event_id: str, prev: str) -> list[Envelope] | None:
+        """Deliver a message ``broadcast()`` numbered; None if its id is not its own.
+
+        The common case (it follows what this hub delivered last) is trusted as is.
+        Out of order, the log decides: an id that names another message, or none at
+        all (a copied or forged carrier), must not skip this message or later ones.
+        """
+        position, previous = parse_id(event_id), parse_id(prev)
+        if previous == self.last:
+            return await self._deliver(log, message, traceparent, event_id, prev)
+        found = await log.between(self.group, prev, event_id)
+        if not found or found[-1].id != event_id or found[-1].message != message:
+            return None
+        if position is not None and position <= self.last:
+            return []  # a gap read delivered it already
+        return await self._deliver(log, message, traceparent, event_id, prev)
+
+    async def _deliver(self, log: Any, message: dict[str, Any], traceparent: str | None,
+                       event_id: str, prev: str) -> list[Envelope]:
+        group = self.group
         position, previous = parse_id(event_id), parse_id(prev)
         assert position is not None and previous is not None
         if position <= self.last:
@@ -168,6 +191,24 @@ class GroupSubscription:
                 entries[-1] = Entry(event_id, prev, message, traceparent)
         self.last, self.last_id = position, event_id
         return [Envelope(group, e.id, e.message, e.traceparent) for e in entries]
+
+
+def _carried_id(carrier: dict[str, Any], group: str) -> tuple[str, str] | None:
+    """``(id, prev)`` that ``broadcast()`` put in the carrier for ``group``, if plausible.
+
+    An id more than a minute ahead of this clock is refused: it would make every
+    real event after it look already delivered.
+    """
+    event_id, prev = carrier.get(SSE_ID), carrier.get(SSE_PREV)
+    if carrier.get(SSE_GROUP) != group or not isinstance(event_id, str) or (
+            not isinstance(prev, str)):
+        return None
+    position, previous = parse_id(event_id), parse_id(prev)
+    if position is None or previous is None or previous >= position:
+        return None
+    if position[0] > time.time() * 1000 + 60_000:
+        return None
+    return event_id, prev
 
 
 class Hub:
@@ -370,7 +411,14 @@ class Hub:
             traceparent = _carrier.format_traceparent(span.get_span_context())
         else:
             traceparent = producer_tp if isinstance(producer_tp, str) else None
-        envelopes = await sub.number(self.alias, message, carrier, raw, traceparent)
+        try:
+            envelopes = await sub.number(self.alias, message, carrier, raw, traceparent)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the log failed (Redis down): the event still goes out, without an id
+            logger.warning("numbering an event of group %r failed; sent without an id",
+                           sub.group, exc_info=True)
+            envelopes = [Envelope(sub.group, None, message, traceparent)]
         reached: set[LocalStream] = set()
         for envelope in envelopes:
             for stream in list(sub.streams):

@@ -77,8 +77,16 @@ def normalise_id(value: Any) -> str:
 
 
 def fingerprint(message: dict[str, Any]) -> str:
-    """A stable digest of a received message (carrier included, so sends differ)."""
-    text = json.dumps(message, sort_keys=True, separators=(",", ":"), default=repr)
+    """A stable digest of a received message, whatever it holds.
+
+    Canonical JSON when the message has one; ``repr`` otherwise (bytes or mixed-type
+    keys, which msgpack carries): every worker decodes the same bytes into the same
+    dict, in the same order, so the digest still agrees across workers.
+    """
+    try:
+        text = json.dumps(message, sort_keys=True, separators=(",", ":"), default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(message)
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

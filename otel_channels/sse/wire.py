@@ -17,6 +17,7 @@ parser, shared by the traced ``EventSource`` client and the test helpers).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -105,9 +106,43 @@ def _json_default(value: Any) -> Any:
         return str(value)
 
 
+def _jsonable(value: Any) -> Any:
+    """``value`` as strict JSON can hold it: NaN and infinities as ``null`` (a browser's
+    ``JSON.parse`` refuses the bare ``NaN`` Python writes), keys as strings (msgpack
+    carries bytes keys; JSON has only string keys)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_key(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, (str, int, bool)) or key is None:
+        return key
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).decode("utf-8", "replace")
+    if isinstance(key, float):
+        return key if math.isfinite(key) else str(key)
+    return str(key)
+
+
 def json_data(value: Any) -> str:
-    """Compact JSON on one line (JSON escapes CR/LF), non-ASCII kept as UTF-8."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    """Compact JSON on one line (JSON escapes CR/LF), non-ASCII kept as UTF-8.
+
+    Strict JSON, as browsers parse it: NaN and infinities become ``null``, bytes
+    (values and keys) are decoded as UTF-8 (invalid bytes replaced), sets and
+    tuples become lists, anything else without a JSON form its ``str()``.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                          default=_json_default, allow_nan=False)
+    except (ValueError, TypeError):  # a non-finite float or a bytes key: the rare path
+        value = _jsonable(value)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                          default=_json_default, allow_nan=False)
     if not text.isascii():
         try:
             text.encode("utf-8")

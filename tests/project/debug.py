@@ -36,7 +36,7 @@ async def state(request: HttpRequest) -> JsonResponse:
     tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
     hub_state: dict[str, Any] = {"hubs": 0, "groups": 0, "streams": 0, "tasks": 0}
     try:
-        from otel_channels import _hub
+        from otel_channels.sse import _hub
 
         for hub in _hub.hubs():
             hub_state["hubs"] += 1
