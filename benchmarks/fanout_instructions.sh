@@ -23,6 +23,10 @@
 #   divided by (N2 - N1)(M2 - M1): per-connection and per-broadcast work cancel out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The SDK's background work on timers (span batches every 5 s, metric collections) would
+# depend on how fast valgrind runs, i.e. on the machine's load: export spans only when a
+# batch is full and never collect metrics during the run, so the counts repeat.
+export OTEL_BSP_SCHEDULE_DELAY=3600000 FANOUT_METRIC_INTERVAL=3600000
 n1=${N1:-10}; n2=${N2:-50}; m1=${M1:-20}; m2=${M2:-60}; layer=${LAYER:-redislike}
 variants=${VARIANTS:-plain otel-nosdk otel-unsampled otel-budget0 otel-default otel-every asgi-mw}
 out=$(mktemp -d)

@@ -4,6 +4,8 @@
 # extra frames is the per-frame cost (start-up and warm-up cancel out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Span batches exported only when full (not every 5 s of valgrind time): counts repeat.
+export OTEL_BSP_SCHEDULE_DELAY=3600000
 small=${SMALL:-100}; large=${LARGE:-600}
 out=$(mktemp -d)
 for variant in plain traced-nosdk traced-0.0 traced-1.0 asgi-mw; do
