@@ -20,14 +20,13 @@ its instance gets wrapped methods that resolve the proxy's target at every call.
 ``await layer.receive(channel)`` returns the message without the carrier.
 Consumers (the instrumentor swaps their ``channel_receive``) and the SSE hub
 read through :func:`raw_receive`, which keeps it: they need the trace context.
-Their tasks are also marked (:func:`read_raw`), so that a layer whose
-``receive`` calls its parent's (wrapped) ``receive`` hands them the carrier too.
+A layer whose ``receive`` calls its parent's (also wrapped) ``receive`` strips
+only in the outermost call, so raw readers get the carrier through it too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import weakref
 from collections.abc import Callable, Iterator
@@ -44,23 +43,34 @@ logger = logging.getLogger("otel_channels")
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
-#: Set in the tasks of consumers and SSE hubs: their reads keep the carrier.
-_RAW_READS: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_channels_raw_reads",
-                                                                 default=False)
-
-
-def read_raw() -> None:
-    """Mark the current task (and the tasks it starts) as a reader that needs carriers."""
-    _RAW_READS.set(True)
-
-
 def traced_receive(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """``wrapt`` wrapper for ``ChannelLayer.receive(channel)``: the message without the carrier."""
-    if _RAW_READS.get():
+    """``wrapt`` wrapper for ``ChannelLayer.receive(channel)``: the message without the carrier.
+
+    Only user code reaches it (consumers and the SSE hub read through
+    :func:`raw_receive`), or a subclass's ``receive`` calling ``super().receive()``:
+    that inner call keeps the carrier, the outer one decides.
+    """
+    if not _outermost(type(instance), getattr(wrapped, "__func__", wrapped)):
         return wrapped(*args, **kwargs)
     return _without_carrier(wrapped(*args, **kwargs))
+
+
+_OUTERMOST: dict[type, Any] = {}
+
+
+def _outermost(cls: type, function: Any) -> bool:
+    """Whether ``function`` is the ``receive`` ``cls`` itself resolves to (not a parent's).
+
+    A proxy (no ``receive`` of its own) hands each call to another layer: outermost.
+    """
+    if cls not in _OUTERMOST:
+        owner = _defining_class(cls, "receive")
+        found = vars(owner)["receive"] if owner is not None else None
+        _OUTERMOST[cls] = getattr(found, "__wrapped__", found)
+    found = _OUTERMOST[cls]
+    return found is None or found is function
 
 
 async def _without_carrier(received: Any) -> Any:

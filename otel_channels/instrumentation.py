@@ -131,7 +131,6 @@ def _dispatch_loop(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     dispatch needs the carrier; user code calling ``layer.receive`` does not get it).
     """
     consumer_callables, dispatch = [_raw_channel_receive(c) for c in args[0]], args[1]
-    _layers.read_raw()  # this runs in the consumer's task: its reads keep the carrier
     consumer = _consumer_of(dispatch)
     if consumer is None or getattr(consumer, "_otel_traced", False):
         return wrapped(consumer_callables, dispatch)

@@ -52,7 +52,7 @@ from .. import _carrier, _process, _spans, _telemetry
 from .. import _semconv as sc
 from .._carrier import SSE_GROUP, SSE_ID, SSE_PREV
 from .._fanout import TABLE
-from .._layers import raw_receive, read_raw
+from .._layers import raw_receive
 from .._names import group_template
 from ..conf import get_config
 from ._queue import Envelope, LocalStream
@@ -335,7 +335,6 @@ class Hub:
     # -- receiving -------------------------------------------------------------
 
     async def _receive(self, sub: GroupSubscription) -> None:
-        read_raw()  # this task reads carriers (for ids and trace context)
         failures = 0
         assert sub.channel is not None
         while True:
