@@ -74,6 +74,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -1024,13 +1025,24 @@ async def run_scale(args: argparse.Namespace, results: list[Result]) -> list[dic
               f"warm-up {warmup}", flush=True)
         batch: list[Result] = []
         for round_no in range(1, args.rounds + 1):
-            for name in args.variant_list:
+            for name in round_order(args.variant_list, round_no):
                 result = await run_variant(resolve_variant(name), round_no, run_args)
                 _print_run(result)
                 batch.append(result)
         results.extend(batch)
         rows.extend(summarize(batch, args.variant_list))
     return rows
+
+
+def round_order(variants: list[str], round_no: int) -> list[str]:
+    """The variants of one round in a shuffled order (seeded: a run can be repeated).
+
+    A fixed order would give the first variant of every round the same position in
+    whatever drifts on a shared machine (other jobs, Redis, the CPU's clock).
+    """
+    order = list(variants)
+    random.Random(round_no).shuffle(order)
+    return order
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -1065,7 +1077,7 @@ async def main_async(args: argparse.Namespace) -> int:
         _header(args, f"{args.clients} clients, {args.broadcasts} broadcasts, "
                       f"{args.rounds} round(s)")
         for round_no in range(1, args.rounds + 1):
-            for name in args.variant_list:
+            for name in round_order(args.variant_list, round_no):
                 result = await run_variant(resolve_variant(name), round_no, args)
                 _print_run(result)
                 results.append(result)
