@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -20,8 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
+from tests._anyserver import Client, new_room
 from tests._otlp import MetricPoint, OTLPReceiver, Span, one_span, wait_spans
 from tests._servers import DaphneWorker, two_workers
 
@@ -48,26 +48,6 @@ def cluster(
     with two_workers(redis_url, backend, "otelmw", extra_env, command_prefix,
                      join_timeout=40) as found:
         yield found
-
-
-class Client:
-    """A WebSocket client that keeps every raw frame it received."""
-
-    def __init__(self, name: str, ws: ClientConnection) -> None:
-        self.name = name
-        self.ws = ws
-        self.frames: list[str] = []
-
-    async def send_json(self, content: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(content))
-
-    async def receive_json(self, timeout: float = 10.0) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
-        assert isinstance(raw, str), raw
-        self.frames.append(raw)
-        content = json.loads(raw)
-        assert isinstance(content, dict)
-        return content
 
 
 @asynccontextmanager
@@ -111,11 +91,6 @@ async def wait_metrics(receiver: OTLPReceiver, predicate: Callable[[], bool],
 
 def in_trace(spans: list[Span], trace_id: str, name: str) -> list[Span]:
     return [s for s in spans if s.trace_id == trace_id and s.name == name]
-
-
-def new_room() -> str:
-    # Digits only, so the default template turns the group room_<digits> into room_{id}.
-    return str(random.randrange(10**9, 10**10))
 
 
 # -- the checks shared by the chat-frame and the HTTP broadcast cases ------------
