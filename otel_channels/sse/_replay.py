@@ -105,6 +105,9 @@ class MemoryLog:
         self._groups: dict[str, deque[Entry]] = {}
         self._touched: dict[str, float] = {}
         self._last: dict[str, tuple[int, int]] = {}
+        #: The newest id of any group: new ids follow it, so that events of a stream on
+        #: several groups replay in the order they were sent even within one millisecond.
+        self._newest: tuple[int, int] = (0, 0)
         self._fingerprints: dict[str, tuple[str, str, float]] = {}
         self._next_sweep = 0.0
 
@@ -151,7 +154,9 @@ class MemoryLog:
                                      f"group's last id {last[0]}-{last[1]}")
             else:  # what XADD '*' does: the clock's ms, or a sequence when it stalls
                 ms = int(now * 1000)
-                new = (ms, 0) if ms > last[0] else (last[0], last[1] + 1)
+                base = max(last, self._newest)
+                new = (ms, 0) if ms > base[0] else (base[0], base[1] + 1)
+                self._newest = new
             prev = entries[-1].id if entries else ZERO
             entry = Entry(f"{new[0]}-{new[1]}", prev, message, traceparent)
             entries.append(entry)
