@@ -7,6 +7,8 @@ call sites:
   handshake (or the SSE request) until accept, reject or first byte; parent or
   link from the context the client sent (:func:`handshake_context`);
 * :func:`start_receive`: ``receive {route}`` CONSUMER, handling one inbound frame;
+* :func:`send_frame`: an outbound frame as a ``send {route}`` PRODUCER span or a
+  ``websocket.send`` event;
 * :func:`start_disconnect`: ``disconnect {route}`` INTERNAL, linked to ``connect``;
 * :func:`record_exception`: an exception on the span that was active (Channels'
   control flow is never an error);
@@ -17,7 +19,7 @@ call sites:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import Token
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,6 +32,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from . import _carrier, _telemetry
 from . import _semconv as sc
 from ._close import classify_close
+from ._frames import size_of
 from ._names import redact_query
 from .conf import Config
 
@@ -230,28 +233,41 @@ def rejected_receive(telemetry: _telemetry.Telemetry, route: str, connect: Link 
     span.end()
 
 
-def start_send(
+async def send_frame(
     telemetry: _telemetry.Telemetry,
     route: str,
     current: trace.Span,
     base: otel_context.Context,
-    text: bool,
-    size: int,
+    message: dict[str, Any],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
     as_span: bool,
-) -> trace.Span | None:
-    """One outbound frame: a ``send {route}`` PRODUCER span (``as_span``), or a
-    ``websocket.send`` event on ``current`` (then None)."""
+    metric_attributes: dict[str, Any],
+) -> None:
+    """Send one outbound frame inside ``current``, a recording span: as a ``send
+    {route}`` PRODUCER span (``as_span``), or with a ``websocket.send`` event on
+    ``current``. Its size goes to the message-size histogram either way."""
+    text = message.get("text")
+    size = size_of(text, message.get("bytes"))
     attributes = {
-        sc.WEBSOCKET_MESSAGE_TYPE: "text" if text else "binary",
+        sc.WEBSOCKET_MESSAGE_TYPE: "text" if text is not None else "binary",
         sc.MESSAGING_MESSAGE_BODY_SIZE: size,
     }
+    telemetry.websocket_message_size.record(size, metric_attributes)
     if not as_span:
         current.add_event(sc.EVENT_WEBSOCKET_SEND, attributes)
-        return None
-    return telemetry.tracer.start_span(
+        await send(message)
+        return
+    span = telemetry.tracer.start_span(
         f"{sc.SPAN_SEND} {route}", context=trace.set_span_in_context(current, base),
         kind=SpanKind.PRODUCER, attributes=attributes,
     )
+    try:
+        await send(message)
+    except BaseException as exc:
+        record_exception(span, exc)
+        raise
+    finally:
+        span.end()
 
 
 def start_disconnect(

@@ -158,7 +158,9 @@ class Connection:
                 span = self.active_span or trace.get_current_span()
                 if not span.is_recording():
                     return send(message)
-                return self._send_traced(message, send, span)
+                return _spans.send_frame(self.telemetry, self.route, span, self.base, message,
+                                         send, self.config.SEND_SPANS and self.cap.take(),
+                                         self.attrs_out)
             if message_type == "websocket.accept":
                 self._on_accept(message)
             elif message_type == "websocket.close":
@@ -188,25 +190,6 @@ class Connection:
             self.close_reason = reason[:123]  # a close reason is at most 123 bytes
         if self.accepted_at is None:
             self._end_connect("rejected", self.closed_by_server)
-
-    async def _send_traced(self, message: dict[str, Any], send: ASGISend,
-                           current: trace.Span) -> None:
-        """An outbound frame inside a recording span (``SEND_EVENTS`` or ``SEND_SPANS``)."""
-        text = message.get("text")
-        size = size_of(text, message.get("bytes"))
-        self.telemetry.websocket_message_size.record(size, self.attrs_out)
-        span = _spans.start_send(self.telemetry, self.route, current, self.base,
-                                 text is not None, size, self.config.SEND_SPANS and self.cap.take())
-        if span is None:  # an event on the current span
-            await send(message)
-            return
-        try:
-            await send(message)
-        except BaseException as exc:
-            _spans.record_exception(span, exc)
-            raise
-        finally:
-            span.end()
 
     # -- inbound frames ---------------------------------------------------------------
 
