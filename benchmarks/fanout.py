@@ -566,7 +566,12 @@ async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0 - QUIET_WAIT
     for inbox in inboxes:
         await inbox.put({"type": "websocket.disconnect", "code": 1000})
-    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    # Measured already. On the Redis layer, now and then one consumer (plain Channels
+    # too) does not end: cancelled while it held channels-redis's shared blocking read,
+    # it waits for a message that never comes. Do not fail the round for it.
+    _, stuck = await asyncio.wait(tasks, timeout=10)
+    for task in stuck:
+        task.cancel()
     deliveries = clients * broadcasts
     return {"cpu_us": cpu / deliveries * 1e6, "wall_us": wall / deliveries * 1e6}
 

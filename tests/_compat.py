@@ -1,4 +1,5 @@
-"""``asyncio.timeout`` for the tests on Python 3.10 (added to asyncio in 3.11)."""
+"""What the tests need on older Pythons and Djangos: ``asyncio.timeout`` on Python 3.10
+(added to asyncio in 3.11), and a skip for what needs Django 5.0's SSE disconnects."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
+
+import django
+import pytest
+
+#: Django 4.2's ASGI handler does not listen for ``http.disconnect`` while it streams a
+#: response, so an SSE stream whose client left lives on (docs/sse.md).
+needs_sse_disconnects = pytest.mark.skipif(
+    django.VERSION < (5, 0),
+    reason="Django 4.2 does not see SSE disconnects while streaming (docs/sse.md)")
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout
@@ -33,4 +43,4 @@ else:
         finally:
             handle.cancel()
 
-__all__ = ["timeout"]
+__all__ = ["needs_sse_disconnects", "timeout"]

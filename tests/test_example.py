@@ -29,12 +29,12 @@ from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import django
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests._compat import needs_sse_disconnects
 from tests._otlp import OTLPReceiver
 from tests._servers import DaphneWorker, free_port, wait_for_port
 from tests._servers import running as start_all
@@ -464,8 +464,7 @@ async def test_sse_follower_receives_websocket_and_http_messages(server: DaphneW
     assert all(e.get("id") for e in events)  # every event has an id (Last-Event-ID replay)
 
 
-@pytest.mark.skipif(django.VERSION < (5, 0), reason="Django 4.2 does not see SSE disconnects "
-                    "while streaming (README, Server-Sent Events)")
+@needs_sse_disconnects
 async def test_stats_counts_open_websockets_and_streams_per_route(server: DaphneWorker) -> None:
     url = f"{server.url}/stats/"
     before = await get_json(url)

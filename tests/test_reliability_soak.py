@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from tests._compat import needs_sse_disconnects
 from tests._otlp import OTLPReceiver
 from tests._reliability import (
     Cluster,
@@ -47,7 +48,8 @@ from tests._reliability import (
     worker_state,
 )
 
-pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(90),
+              needs_sse_disconnects]
 
 WARMUP_S = 5.0
 SOAK_S = 20.0

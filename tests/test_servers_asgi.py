@@ -32,6 +32,7 @@ import pytest
 import websockets
 
 from tests._anyserver import SseStream, names, new_room, open_clients, settle
+from tests._compat import needs_sse_disconnects
 from tests._otlp import OTLPReceiver, Span
 from tests._servers import SERVERS, DaphneWorker, running
 
@@ -153,6 +154,7 @@ async def test_oversized_frame_is_refused_with_the_recorded_code(
         f"{server}: {expected} went on the wire, the receive span says {code}")
 
 
+@needs_sse_disconnects
 async def test_sse_stream_served_and_disconnect_counted(
     served: tuple[str, DaphneWorker, OTLPReceiver],
 ) -> None:
