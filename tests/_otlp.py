@@ -49,6 +49,7 @@ class Span:
     pid: Any
     status_code: int
     events: list[str] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,6 +121,7 @@ class OTLPReceiver:
                         pid=resource.get("process.pid"),
                         status_code=span.status.code,
                         events=[event.name for event in span.events],
+                        resource=resource,
                     ))
         with self.lock:
             self.spans.extend(found)

@@ -69,15 +69,18 @@ class DaphneWorker:
         prefix: list[str] | None = None,
         port: int | None = None,
         name: str = "worker",
+        cwd: Path = ROOT,
     ) -> None:
         self.port = port or free_port()
+        self.cwd = cwd  # where the app's modules are found (the repository, or a project)
         self.name = name
         self.app = app
         self.prefix = prefix or []
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": settings,
-            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONPATH": os.pathsep.join(
+                dict.fromkeys((str(cwd), str(ROOT), os.environ.get("PYTHONPATH", "")))),
             "OTEL_SERVICE_NAME": name,
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
@@ -104,7 +107,7 @@ class DaphneWorker:
     def start(self, timeout: float = 30.0) -> DaphneWorker:
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                self.command(), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                self.command(), cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         wait_for_port(self.port, timeout, self.process, self.log)
