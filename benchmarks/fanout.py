@@ -71,6 +71,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -529,7 +530,7 @@ async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float
     """
     from channels.layers import get_channel_layer
 
-    from benchmarks._fanout_app import asgi  # SDK (or not) + django.setup() for this variant
+    from benchmarks._fanout_app import asgi, otel  # SDK (or not) + django.setup()
 
     layer = get_channel_layer()
     counts = {"websocket.accept": 0, "websocket.send": 0}
@@ -560,10 +561,13 @@ async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float
 
     await fan_out(warmup)
     await asyncio.sleep(QUIET_WAIT)  # let the warm-up's ``deliver`` summaries be written
+    tracked = len(gc.get_objects())  # what every full collection walks
+    gc0 = dict(otel._state)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await fan_out(broadcasts)
     await asyncio.sleep(QUIET_WAIT)  # ... and the measured broadcasts' (in the count)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0 - QUIET_WAIT
+    gc1 = otel._state
     for inbox in inboxes:
         await inbox.put({"type": "websocket.disconnect", "code": 1000})
     # Measured already. On the Redis layer, now and then one consumer (plain Channels
@@ -573,7 +577,14 @@ async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float
     for task in stuck:
         task.cancel()
     deliveries = clients * broadcasts
-    return {"cpu_us": cpu / deliveries * 1e6, "wall_us": wall / deliveries * 1e6}
+    return {
+        "cpu_us": cpu / deliveries * 1e6, "wall_us": wall / deliveries * 1e6,
+        "gc_us": (gc1["gc_seconds"] - gc0["gc_seconds"]) / deliveries * 1e6,
+        "gc_full_us": (gc1["gc_full_seconds"] - gc0["gc_full_seconds"]) / deliveries * 1e6,
+        "young_per_1k": (gc1["gc_young"] - gc0["gc_young"]) / deliveries * 1e3,
+        "full_per_1k": (gc1["gc_full"] - gc0["gc_full"]) / deliveries * 1e3,
+        "tracked": tracked,
+    }
 
 
 def inproc_child(name: str, clients: int, broadcasts: int, warmup: int) -> None:
@@ -585,7 +596,7 @@ def inproc_child(name: str, clients: int, broadcasts: int, warmup: int) -> None:
 
 def run_inproc(args: argparse.Namespace) -> int:
     """Each variant in a fresh child process, rounds interleaved; median CPU per delivery."""
-    samples: dict[str, list[float]] = {name: [] for name in args.variant_list}
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in args.variant_list}
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FANOUT_"))}
     for round_no in range(1, args.rounds + 1):
         for name in args.variant_list:
@@ -604,16 +615,27 @@ def run_inproc(args: argparse.Namespace) -> int:
                 print(f"  round {round_no} {name:<11} FAILED:\n{done.stderr[-2000:]}", flush=True)
                 continue
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            samples[name].append(result["cpu_us"])
+            samples[name].append(result)
             print(f"  round {round_no} {name:<11} {result['cpu_us']:6.1f} µs CPU per delivery "
-                  f"({result['wall_us']:.1f} µs wall)", flush=True)
-    plain = _median(samples.get("plain", []))
-    print(f"\nin-process fan-out (one process, RedisChannelLayer, no daphne, no client sockets), "
-          f"median of "
-          f"{args.rounds}:\n\n| variant | CPU / delivery | over plain |\n|---|--:|--:|")
+                  f"({result['wall_us']:.1f} µs wall, GC {result['gc_us']:.1f} µs)", flush=True)
+
+    def median(name: str, key: str) -> float:
+        return _median([r[key] for r in samples[name]])
+
+    plain = median("plain", "cpu_us") if samples.get("plain") else 0.0
+    print(f"\nin-process fan-out (one process, RedisChannelLayer, no daphne, no client "
+          f"sockets), medians of {args.rounds}:\n\n"
+          "| variant | CPU / delivery | over plain | GC / delivery (full collections) "
+          "| collections per 1,000 deliveries, young / full | tracked objects |\n"
+          "|---|--:|--:|--:|--:|--:|")
     for name in args.variant_list:
-        value = _median(samples[name])
-        print(f"| {resolve_variant(name).label} | {value:.1f} µs | {value - plain:+.1f} µs |")
+        if not samples[name]:
+            continue
+        cpu = median(name, "cpu_us")
+        print(f"| {resolve_variant(name).label} | {cpu:.1f} µs | {cpu - plain:+.1f} µs "
+              f"| {median(name, 'gc_us'):.1f} µs ({median(name, 'gc_full_us'):.1f} µs) "
+              f"| {median(name, 'young_per_1k'):.1f} / {median(name, 'full_per_1k'):.2f} "
+              f"| {median(name, 'tracked'):,.0f} |")
     return 0
 
 

@@ -23,7 +23,8 @@ from typing import Any
 from opentelemetry import metrics, trace
 
 _state: dict[str, Any] = {"spans": 0, "metric_exports": 0, "provider": None,
-                          "gc_seconds": 0.0, "gc_full": 0, "gc_started": 0.0}
+                          "gc_seconds": 0.0, "gc_full": 0, "gc_full_seconds": 0.0,
+                          "gc_young": 0, "gc_started": 0.0}
 #: Span name prefixes counted separately; any other span counts under ``other``.
 SPAN_KINDS = ("process", "deliver", "group_send", "receive")
 _by_name: dict[str, int] = dict.fromkeys((*SPAN_KINDS, "other"), 0)
@@ -34,8 +35,13 @@ def _gc_timer(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _state["gc_started"] = time.perf_counter()
     else:
-        _state["gc_seconds"] += time.perf_counter() - _state["gc_started"]
-        _state["gc_full"] += info.get("generation") == 2
+        spent = time.perf_counter() - _state["gc_started"]
+        _state["gc_seconds"] += spent
+        if info.get("generation") == 2:
+            _state["gc_full"] += 1
+            _state["gc_full_seconds"] += spent
+        else:
+            _state["gc_young"] += 1
 
 
 gc.callbacks.append(_gc_timer)
@@ -133,4 +139,6 @@ def stats() -> dict[str, Any]:
         "cpu": times.user + times.system,
         "gc_seconds": _state["gc_seconds"],
         "gc_full": _state["gc_full"],
+        "gc_full_seconds": _state["gc_full_seconds"],
+        "gc_young": _state["gc_young"],
     }
