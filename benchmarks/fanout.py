@@ -523,10 +523,11 @@ _SCOPE = {
 
 
 async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float]:
-    """In a child process configured for one variant: fan out, return CPU per delivery.
+    """In a child process configured for one variant: fan out, return CPU per delivery
+    and what the garbage collector did meanwhile.
 
-    The layer is Redis (``--inproc``) or in-memory (``FANOUT_LAYER=memory``, as
-    ``fanout_instructions.sh`` runs it).
+    The layer is channels-redis (``--inproc``), or in process as
+    ``fanout_instructions.sh`` runs it (``FANOUT_LAYER=redislike`` or ``memory``).
     """
     from channels.layers import get_channel_layer
 

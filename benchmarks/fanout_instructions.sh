@@ -3,7 +3,8 @@
 # --_inproc-child VARIANT` drives N consumers of one group through their ASGI interface in one
 # process, on an in-process layer that delivers as channels-redis does (LAYER=redislike, the
 # default: msgpack once per send, one shared dict per worker, see _fanout_app/layers.py) or on
-# Channels' InMemoryChannelLayer (LAYER=memory: a deepcopy and a task per member). No Redis
+# Channels' InMemoryChannelLayer (LAYER=memory: a deepcopy and a task per member); LAYER=redis
+# runs channels-redis against the local Redis instead (counts then vary a little). No Redis
 # round trips whose timing would vary under valgrind, no daphne, no sockets: deterministic
 # where CPU time on this shared machine is not.
 #
