@@ -568,7 +568,7 @@ async def _inproc(clients: int, broadcasts: int, warmup: int) -> dict[str, float
     await fan_out(broadcasts)
     await asyncio.sleep(QUIET_WAIT)  # ... and the measured broadcasts' (in the count)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0 - QUIET_WAIT
-    gc1 = otel._state
+    gc1 = dict(otel._state)  # before the teardown below, whose collections are not ours
     for inbox in inboxes:
         await inbox.put({"type": "websocket.disconnect", "code": 1000})
     # Measured already. On the Redis layer, now and then one consumer (plain Channels
