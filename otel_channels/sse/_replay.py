@@ -154,9 +154,9 @@ class MemoryLog:
                                      f"group's last id {last[0]}-{last[1]}")
             else:  # what XADD '*' does: the clock's ms, or a sequence when it stalls
                 ms = int(now * 1000)
-                base = max(last, self._newest)
-                new = (ms, 0) if ms > base[0] else (base[0], base[1] + 1)
-                self._newest = new
+                newest = self._newest  # never behind this group's last id
+                new = (ms, 0) if ms > newest[0] else (newest[0], newest[1] + 1)
+            self._newest = max(self._newest, new)
             prev = entries[-1].id if entries else ZERO
             entry = Entry(f"{new[0]}-{new[1]}", prev, message, traceparent)
             entries.append(entry)

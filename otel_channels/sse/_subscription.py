@@ -11,9 +11,10 @@ Numbering (see ``_replay`` for the ids):
 * A plain ``group_send`` (a consumer, a view, another library) has no SSE id:
   each hub that receives it appends it to the log keyed by the carrier's
   unique message id (:meth:`GroupSubscription.message_key`), so the first hub
-  numbers it and the others get the same id back. Such a message is logged only if some worker
-  holds a stream for the group when it arrives; ``broadcast()`` is logged
-  even when no stream is open, so it can always be replayed. Plain messages
+  numbers it and the others get the same id back. Such a message is logged
+  only if some worker holds a stream for the group when it arrives;
+  ``broadcast()`` is logged even when no stream is open, so it can always be
+  replayed. Plain messages
   keep their order among themselves (every hub receives and numbers them in
   send order); a ``broadcast()`` from another process racing one within
   milliseconds may be numbered before it. Either way there is one order, and
