@@ -160,21 +160,19 @@ def _install_requirements() -> list[Requirement]:
 
 def _closure(requirements: list[Requirement]) -> set[str]:
     """Every distribution those requirements install (as installed here), by canonical name."""
-    found: set[str] = set()
     todo = [(r.name, frozenset(r.extras)) for r in requirements]
-    seen: set[tuple[str, frozenset[str]]] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()  # (distribution, extras asked for)
     while todo:
         name, extras = todo.pop()
         if (canonicalize_name(name), extras) in seen:
             continue
         seen.add((canonicalize_name(name), extras))
-        found.add(canonicalize_name(name))
         for line in metadata.requires(name) or []:
             requirement = Requirement(line)
             marker = requirement.marker
             if marker is None or any(marker.evaluate({"extra": e}) for e in extras or {""}):
                 todo.append((requirement.name, frozenset(requirement.extras)))
-    return found
+    return {name for name, _ in seen}
 
 
 def _distribution_of(module: str) -> str | None:
