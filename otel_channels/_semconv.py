@@ -106,6 +106,8 @@ CHANNELS_SSE_STREAMS = "channels.sse.streams"
 CHANNELS_SSE_EVENTS_SENT = "channels.sse.events.sent"
 CHANNELS_SSE_REPLAY_OUTCOME = "channels.sse.replay.outcome"
 CHANNELS_SSE_REPLAYED = "channels.sse.replayed"
+#: The class of the channel layer a metric point is about (``RedisPubSubChannelLayer``).
+CHANNELS_LAYER = "channels.layer"
 
 # -- span events ---------------------------------------------------------------------------
 EVENT_WEBSOCKET_SEND = "websocket.send"
@@ -124,6 +126,9 @@ M_SSE_EVENTS = "channels.sse.events"
 M_SSE_REPLAY = "channels.sse.replay"
 M_SSE_DROPPED = "channels.sse.dropped"
 M_DROPPED_MESSAGES = "channels.messages.dropped"
+#: A pub/sub layer's group subscription dropped and re-made: what was published between
+#: the two is lost (issue 20; channels-redis's receive loop resubscribes silently).
+M_SUBSCRIPTIONS_LOST = "channels.layer.subscription.lost"
 
 # -- metrics: the traced clients -----------------------------------------------------------
 M_CLIENT_CONNECTION_DURATION = "channels.client.connection.duration"

@@ -143,6 +143,10 @@ class Telemetry:
             sc.M_DROPPED_MESSAGES, unit="{message}",
             description="Frames or channel-layer messages dropped by a protective policy.",
         )
+        self.subscriptions_lost = meter.create_counter(
+            sc.M_SUBSCRIPTIONS_LOST, unit="{subscription}",
+            description="Pub/sub group subscriptions lost and re-made (messages between lost).",
+        )
 
 
     def active(self) -> bool:

@@ -31,6 +31,7 @@ from ._asgi import application_codes_only, close_codes_for, sendable_close, wire
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
 from ._layers import MEMBERSHIPS
 from ._names import route_of
+from ._subscriptions import CLOSE_CODE, CLOSE_REASON, SUBSCRIPTION_LOST
 from .conf import get_config
 
 Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -343,4 +344,7 @@ class TracedConsumerMixin:
             return connection.on_connect(message, dispatch)
         if message_type == "websocket.disconnect":
             return connection.on_disconnect(message, dispatch)
+        if message_type == SUBSCRIPTION_LOST:  # queued by _subscriptions ("close")
+            return self.base_send({"type": "websocket.close",  # type: ignore[attr-defined, no-any-return]
+                                   "code": CLOSE_CODE, "reason": CLOSE_REASON})
         return _process.process(self, message, dispatch, connection)

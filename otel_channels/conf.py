@@ -130,6 +130,8 @@ class Config:
     SSE_RETRY: int | None = _setting(None, _is_positive_int_or_none,
                                      "a positive int (milliseconds) or None")
     SSE_TRACEPARENT_FIELD: bool = _setting(False, _is_bool, "a bool")
+    ON_SUBSCRIPTION_LOST: str = _setting("count", _one_of("count", "close"),
+                                         "'count' or 'close'")
 
 
 #: The settings table: key -> Spec (default, validator, expected), in field order.

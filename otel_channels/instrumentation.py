@@ -23,6 +23,9 @@ What it does
   before its handler runs and handle the message inside a ``process {group}``
   CONSUMER span (the ``Traced*`` consumers do this themselves, instrumented or
   not);
+* watches channels-redis's pub/sub layer for subscriptions it loses and
+  re-makes (``channels.layer.subscription.lost``, ``ON_SUBSCRIPTION_LOST``;
+  see ``_subscriptions``);
 * makes ``URLRouter`` record the matched route template in the scope, so
   span names say ``/chat/<room>/`` rather than a raw path.
 
@@ -46,7 +49,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import register_post_import_hook, wrap_function_wrapper
 
-from . import _asgi, _capacity, _fanout, _layers, _process, _telemetry
+from . import _asgi, _capacity, _fanout, _layers, _process, _subscriptions, _telemetry
 from ._names import ROUTE_SCOPE_KEY, pattern_template
 from ._package import _instruments
 from .conf import get_config
@@ -149,6 +152,7 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     _wrapped: list[tuple[Any, str]]
     _hook_registered = False
+    _pubsub_hook_registered = False
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -177,6 +181,26 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         elif not ChannelsInstrumentor._hook_registered:
             ChannelsInstrumentor._hook_registered = True
             register_post_import_hook(self._hypercorn_imported, _HYPERCORN)
+        # channels-redis's pub/sub layer: the same, when (and if) it is imported.
+        _subscriptions.enabled = True
+        pubsub = _subscriptions.TARGET[0]
+        if pubsub in sys.modules:
+            self._wrap_pubsub(sys.modules[pubsub])
+        elif not ChannelsInstrumentor._pubsub_hook_registered:
+            ChannelsInstrumentor._pubsub_hook_registered = True
+            register_post_import_hook(self._pubsub_imported, pubsub)
+
+    def _pubsub_imported(self, module: Any) -> None:
+        if self.is_instrumented_by_opentelemetry:
+            self._wrap_pubsub(module)
+
+    def _wrap_pubsub(self, module: Any) -> None:
+        owner = getattr(module, "RedisSingleShardConnection", None)
+        if owner is None or not hasattr(owner, "_ensure_redis"):  # another channels-redis
+            return
+        if (owner, "_ensure_redis") not in self._wrapped:
+            wrap_function_wrapper(module, _subscriptions.TARGET[1], _subscriptions.watch_shard)
+            self._wrapped.append((owner, "_ensure_redis"))
 
     def _hypercorn_imported(self, module: Any) -> None:
         if self.is_instrumented_by_opentelemetry:
@@ -193,6 +217,7 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for owner, attribute in getattr(self, "_wrapped", ()):
             unwrap(owner, attribute)
         self._wrapped = []
+        _subscriptions.enabled = False
         _layers.PATCHES.uninstrument()
         _capacity.unwatch()
         _forget_routes()

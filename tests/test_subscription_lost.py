@@ -1,0 +1,108 @@
+"""A pub/sub layer's lost subscription is never silent (issue 20, channels_redis#256).
+
+A Redis of our own (never the shared one) is killed and started again under a
+``RedisPubSubChannelLayer`` with traced consumers in a group: redis-py
+resubscribes by itself and channels-redis says nothing, so what was published
+in between is gone. These tests check what the instrumentor adds: the
+``channels.layer.subscription.lost`` counter (layer class and group template),
+a warning naming the layer and group, and with ``ON_SUBSCRIPTION_LOST =
+"close"`` a 1012 close of each traced consumer in the group (the client
+reconnects); with the default ``"count"`` the consumers stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from otel_channels import _semconv as sc
+from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
+from tests._reliability import RedisServer, require_redis_server
+from tests.conftest import redis_layer_config
+
+PUBSUB = "channels_redis.pubsub.RedisPubSubChannelLayer"
+
+
+class RoomConsumer(TracedAsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        await self.channel_layer.group_add("room_42", self.channel_name)
+        await self.accept()
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        await self.send_json({"text": event["text"]})
+
+
+async def _until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+async def _restart_and_resubscribe(redis: RedisServer, metric_reader: Any) -> float:
+    """Kill Redis, start it again, wait for the lost-subscription count; returns it."""
+    redis.kill()
+    await asyncio.sleep(0.5)
+    redis.start()
+    counted: list[float] = []
+
+    def lost() -> bool:
+        counted.append(metric_reader.sum(sc.M_SUBSCRIPTIONS_LOST))
+        return sum(counted) > 0
+
+    await _until(lost, 30, "channels.layer.subscription.lost counted")
+    return sum(counted)
+
+
+@pytest.mark.parametrize("policy", ["count", "close"])
+async def test_lost_subscription_is_counted_logged_and_closes_on_request(
+        policy: str, metric_reader: Any, caplog: pytest.LogCaptureFixture) -> None:
+    require_redis_server("the test kills and restarts its own Redis")
+    with RedisServer() as redis:
+        config = redis_layer_config(redis.url, PUBSUB, prefix=f"otellost{uuid.uuid4().hex[:8]}")
+        settings = {"ON_SUBSCRIPTION_LOST": policy}
+        with override_settings(CHANNEL_LAYERS={"default": config}, OTEL_CHANNELS=settings):
+            layer = get_channel_layer()
+            clients = [WebsocketCommunicator(RoomConsumer.as_asgi(), "/ws/") for _ in range(2)]
+            try:
+                for client in clients:
+                    connected, _ = await client.connect(timeout=10)
+                    assert connected
+                await layer.group_send("room_42", {"type": "chat.message", "text": "before"})
+                for client in clients:
+                    assert (await client.receive_json_from(timeout=10)) == {"text": "before"}
+                caplog.set_level(logging.WARNING, logger="otel_channels")
+                lost = await _restart_and_resubscribe(redis, metric_reader)
+                assert lost == 1  # one group on one shard, one reconnect
+                points = metric_reader.attributes(sc.M_SUBSCRIPTIONS_LOST)
+                assert points == [{
+                    sc.MESSAGING_SYSTEM: "channels",
+                    sc.CHANNELS_LAYER: "RedisPubSubChannelLayer",
+                    sc.MESSAGING_DESTINATION_TEMPLATE: "room_{id}",
+                }]
+                warnings = [r.getMessage() for r in caplog.records if r.name == "otel_channels"]
+                assert any("RedisPubSubChannelLayer lost its subscription to group 'room_42'"
+                           in w for w in warnings), warnings
+                if policy == "close":
+                    for client in clients:
+                        closed = await client.receive_output(timeout=10)
+                        assert closed == {"type": "websocket.close", "code": 1012,
+                                          "reason": "subscription lost"}
+                else:  # still open, and subscribed again: the next broadcast arrives
+                    await layer.group_send("room_42", {"type": "chat.message", "text": "after"})
+                    for client in clients:
+                        assert (await client.receive_json_from(timeout=10)) == {"text": "after"}
+            finally:
+                for client in clients:
+                    await client.disconnect(timeout=5)
+                await layer.flush()
