@@ -21,6 +21,28 @@ rides in the carrier, so every worker writes the same one. Both functions
 return that id (``None`` with ``SSE_REPLAY_MAXLEN = 0``). ``id=`` sets it
 explicitly: ``"<ms>-<seq>"`` digits or an int, greater than the group's last.
 
+Failures and retries
+--------------------
+A broadcast is two steps, the log append then ``group_send``, each a round
+trip to Redis that can fail after the server acted (a connection cut before
+the reply, a Sentinel failover). Errors are therefore of two kinds:
+
+* raised before anything was sent (a bad argument, a group name the layer
+  refuses): ``TypeError`` / ``ValueError``, as raised; nothing was delivered;
+* anything else: :class:`BroadcastMaybeDelivered` (its ``__cause__`` is the
+  layer's error, its ``event_id`` the id if the append had returned one).
+  The event may be in the log (so every SSE stream on the group will get it)
+  and may have reached some consumers.
+
+Retry with the same ``idempotency_key=`` (a str the producer chooses, one
+per logical event, e.g. a database row's key): the log then hands back the
+entry the first attempt made instead of appending a second one, and
+``group_send`` goes out again with that id, so SSE streams that already got
+it skip it (a hub never delivers an id twice). WebSocket consumers get the
+retried message again if the first ``group_send`` reached them: channel-layer
+delivery is at most once per ``group_send``, a retry makes it at least once.
+The key is kept as long as the group's log (``SSE_REPLAY_TTL``).
+
 From sync code, :func:`broadcast` never starts an event loop per call:
 asgiref's ``async_to_sync`` would (outside a request it runs every call in
 a new loop through ``asyncio.run``, and channels-redis keeps one connection
@@ -47,9 +69,34 @@ from ._carrier import SSE_GROUP, SSE_ID, SSE_PREV
 from .conf import get_config
 from .sse._replay import get_log, normalise_id
 
-__all__ = ["abroadcast", "broadcast"]
+__all__ = ["BroadcastMaybeDelivered", "abroadcast", "broadcast"]
 
 T = TypeVar("T")
+
+
+class BroadcastMaybeDelivered(Exception):  # noqa: N818 - named for what the caller must know
+    """A broadcast failed after it may have reached streams or consumers: retry with its key.
+
+    Args:
+        group: the group of the broadcast.
+        event_id: its SSE event id, when the log append had returned one (the event is
+            then in the log and every SSE stream on the group will get it).
+        idempotency_key: the key the call was given (None: a retry makes a new event).
+    """
+
+    def __init__(self, group: str, event_id: str | None, idempotency_key: str | None) -> None:
+        self.group = group
+        self.event_id = event_id
+        self.idempotency_key = idempotency_key
+        retry = ("retry with the same idempotency_key" if idempotency_key is not None
+                 else "pass idempotency_key= so that a retry makes no second SSE event")
+        where = f"event {event_id} is in the replay log" if event_id else "it may be logged"
+        super().__init__(f"broadcast to {group!r} failed and may have been delivered "
+                         f"({where}); {retry}")
+
+
+#: Errors raised before anything is sent: nothing was delivered, they pass as they are.
+_NOT_SENT = (TypeError, ValueError)
 
 
 async def abroadcast(
@@ -59,13 +106,21 @@ async def abroadcast(
     id: str | int | None = None,  # noqa: A002 - the SSE field's name
     *,
     channel_layer_alias: str = "default",
+    idempotency_key: str | None = None,
 ) -> str | None:
-    """Log and ``group_send`` one event; returns its id."""
+    """Log and ``group_send`` one event; returns its id.
+
+    Raises :class:`BroadcastMaybeDelivered` when it failed after something may have
+    been sent; with the same ``idempotency_key`` a retry reuses the logged entry.
+    """
     layer = get_channel_layer(channel_layer_alias)
     if layer is None:
         raise RuntimeError(f"no channel layer: CHANNEL_LAYERS[{channel_layer_alias!r}] is not set")
     if not isinstance(event_type, str) or not event_type:
         raise TypeError("event_type must be a non-empty str")
+    if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key):
+        raise TypeError("idempotency_key must be a non-empty str")
     if data is not None and not isinstance(data, Mapping):
         raise TypeError(f"data must be a mapping of message fields, not {type(data).__name__}")
     key = get_config().CARRIER_KEY
@@ -78,18 +133,36 @@ async def abroadcast(
     message: dict[str, Any] = {"type": event_type, **fields}
     log = get_log(channel_layer_alias)
     if log is None:
-        if id is not None:
-            raise ValueError("event ids need the replay log (SSE_REPLAY_MAXLEN > 0)")
-        await layer.group_send(group, message)
+        if id is not None or idempotency_key is not None:
+            raise ValueError("event ids and idempotency keys need the replay log "
+                             "(SSE_REPLAY_MAXLEN > 0)")
+        await _send(layer, group, message, None, idempotency_key)
         return None
     current = trace.get_current_span().get_span_context()
     traceparent = _carrier.format_traceparent(current) if current.is_valid else None
     explicit = normalise_id(id) if id is not None else None
-    event_id, prev = await log.append(group, message, traceparent, explicit_id=explicit)
+    try:
+        event_id, prev = await log.append(group, message, traceparent, explicit_id=explicit,
+                                          idempotency_key=idempotency_key)
+    except _NOT_SENT:
+        raise
+    except Exception as exc:  # the append may have run, its reply lost
+        raise BroadcastMaybeDelivered(group, None, idempotency_key) from exc
     # The instrumentor merges its carrier into this dict (see _carrier.attach).
-    await layer.group_send(group, {**message, key: {SSE_ID: event_id, SSE_PREV: prev,
-                                                     SSE_GROUP: group}})
+    await _send(layer, group, {**message, key: {SSE_ID: event_id, SSE_PREV: prev,
+                                                 SSE_GROUP: group}}, event_id, idempotency_key)
     return event_id
+
+
+async def _send(layer: Any, group: str, message: dict[str, Any], event_id: str | None,
+                idempotency_key: str | None) -> None:
+    """``group_send``; a failure after the log append, or on the wire, may have delivered."""
+    try:
+        await layer.group_send(group, message)
+    except Exception as exc:
+        if event_id is None and isinstance(exc, _NOT_SENT):
+            raise  # refused before sending (serialisation, validation): nothing went out
+        raise BroadcastMaybeDelivered(group, event_id, idempotency_key) from exc
 
 
 def broadcast(
@@ -99,6 +172,7 @@ def broadcast(
     id: str | int | None = None,  # noqa: A002
     *,
     channel_layer_alias: str = "default",
+    idempotency_key: str | None = None,
 ) -> str | None:
     """:func:`abroadcast` from sync code (see the module docstring for which loop runs it)."""
     try:
@@ -108,7 +182,8 @@ def broadcast(
     else:
         raise RuntimeError("broadcast() called from a running event loop: "
                            "use `await abroadcast(...)`")
-    coroutine = abroadcast(group, event_type, data, id, channel_layer_alias=channel_layer_alias)
+    coroutine = abroadcast(group, event_type, data, id, channel_layer_alias=channel_layer_alias,
+                           idempotency_key=idempotency_key)
     if _server_loop() is not None:
         from asgiref.sync import async_to_sync
 

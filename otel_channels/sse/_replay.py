@@ -23,6 +23,15 @@ Backends
 
 ``SSE_REPLAY_MAXLEN = 0`` turns the log, ids and replay off.
 
+Idempotency keys
+----------------
+``append(..., idempotency_key=k)`` appends once per group and key: a second
+call with the same key returns the first entry's ``(id, prev)`` and appends
+nothing (in Redis, ``{prefix}:sse:{group}:idem:{sha1(k)}`` set by the append
+script in the same step as the ``XADD``, expiring with the log's
+``SSE_REPLAY_TTL``). ``broadcast(..., idempotency_key=k)`` uses it so that a
+producer retrying a failed broadcast never makes a second SSE event.
+
 Resuming
 --------
 ``since(group, after, upto)`` returns the entries after ``after`` up to
@@ -109,6 +118,8 @@ class MemoryLog:
         #: several groups replay in the order they were sent even within one millisecond.
         self._newest: tuple[int, int] = (0, 0)
         self._fingerprints: dict[str, tuple[str, str, float]] = {}
+        #: (group, idempotency key) -> (id, prev, expiry): a retried broadcast's entry.
+        self._idempotent: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._next_sweep = 0.0
 
     def _sweep(self, now: float) -> None:
@@ -124,6 +135,9 @@ class MemoryLog:
         for key, (_, _, expires) in list(self._fingerprints.items()):
             if expires < now:
                 del self._fingerprints[key]
+        for pair, (_, _, expires) in list(self._idempotent.items()):
+            if expires < now:
+                del self._idempotent[pair]
 
     async def head(self, group: str) -> str:
         with self._lock:
@@ -134,12 +148,17 @@ class MemoryLog:
     async def append(
         self, group: str, message: dict[str, Any], traceparent: str | None,
         fingerprint: str | None = None, explicit_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[str, str]:
         with self._lock:
             now = time.time()
             self._sweep(now)
             if fingerprint is not None:
                 known = self._fingerprints.get(fingerprint)
+                if known is not None:
+                    return known[0], known[1]
+            if idempotency_key is not None:
+                known = self._idempotent.get((group, idempotency_key))
                 if known is not None:
                     return known[0], known[1]
             entries = self._groups.get(group)
@@ -167,6 +186,9 @@ class MemoryLog:
             self._touched[group] = now
             if fingerprint is not None:
                 self._fingerprints[fingerprint] = (entry.id, prev, now + FINGERPRINT_TTL)
+            if idempotency_key is not None:  # kept as long as the log keeps the group
+                self._idempotent[(group, idempotency_key)] = (
+                    entry.id, prev, now + get_config().SSE_REPLAY_TTL)
             return entry.id, prev
 
     async def since(self, group: str, after: str, upto: str) -> list[Entry] | None:
@@ -263,18 +285,24 @@ class RedisLog:
     async def append(
         self, group: str, message: dict[str, Any], traceparent: str | None,
         fingerprint: str | None = None, explicit_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[str, str]:
         import msgpack
         from redis.exceptions import ResponseError
 
         config = get_config()
+        ttl = max(1, int(config.SSE_REPLAY_TTL))
         keys = [self.key(group)]
+        known_ttl = FINGERPRINT_TTL
         if fingerprint is not None:
             keys.append(f"{self.key(group)}:fp:{fingerprint}")
+        elif idempotency_key is not None:  # the same script: found, its entry; else appended
+            digest = hashlib.sha1(idempotency_key.encode("utf-8", "surrogatepass")).hexdigest()
+            keys.append(f"{self.key(group)}:idem:{digest}")
+            known_ttl = ttl
         args = [
             msgpack.packb(message, use_bin_type=True), traceparent or "",
-            config.SSE_REPLAY_MAXLEN, explicit_id or "*",
-            max(1, int(config.SSE_REPLAY_TTL)), FINGERPRINT_TTL,
+            config.SSE_REPLAY_MAXLEN, explicit_id or "*", ttl, known_ttl,
         ]
         try:
             reply = await self._run(lambda c, a, s: a(keys=keys, args=args))
