@@ -13,7 +13,17 @@ otel_channels.W010     a channels-redis or channels-valkey host whose ``socket_t
                        valkey-py 6 default: 5 s)
 otel_channels.W011     a channels-redis host without ``max_connections`` (redis-py
                        8 pools raise ``MaxConnectionsError`` past 100)
+otel_channels.W012     a Sentinel host entry that will not follow failovers as meant:
+                       sentinel lookups without a timeout, or an ``address`` that
+                       makes channels-redis ignore ``master_name``
 =====================  ==================================================
+
+Sentinel host entries (``{"master_name": ..., "sentinels": [...], ...}``, which
+channels-redis hands to redis-py's ``SentinelConnectionPool``): the entry's own
+keys (``socket_timeout``, ``max_connections``) configure the connections to the
+*master*, so W010 and W011 read them there; ``sentinel_kwargs`` configures only
+the short lookups sent to the sentinels, so a ``socket_timeout`` put there does
+not protect the master connections (W010 says so).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ _REDIS_BACKENDS = {
 _MARGIN = 5
 RECOMMENDED_SOCKET_TIMEOUT = 30
 RECOMMENDED_MAX_CONNECTIONS = 2000
+RECOMMENDED_SENTINEL_TIMEOUT = 2
 
 
 def check_settings(**kwargs: Any) -> list[CheckMessage]:
@@ -142,17 +153,16 @@ def check_channel_layers(**kwargs: Any) -> list[CheckMessage]:
                 timeout = None if timeout in (None, "None", "") else float(timeout)
             except (TypeError, ValueError):
                 timeout = None
+            sentinel = isinstance(host, dict) and host.get("master_name") is not None
+            if sentinel:
+                messages += _sentinel_messages(alias, index, host, client, default_timeout)
             if timeout is not None and timeout <= blocking + _MARGIN:
                 messages.append(Warning(
                     f"CHANNEL_LAYERS[{alias!r}] host {index}: {client}-py's socket_timeout is "
                     f"{timeout:g} s, not above the layer's {blocking} s blocking read plus "
                     f"{_MARGIN} s; idle consumers die with 'Timeout reading from' and clients "
                     f"see close 1011 (channels_redis#422; {client}-py's default is 5 s).",
-                    hint=(
-                        "Give the host as a dict with a larger timeout, e.g. "
-                        f"{{'address': 'redis://127.0.0.1:6379/0', "
-                        f"'socket_timeout': {RECOMMENDED_SOCKET_TIMEOUT}}}."
-                    ),
+                    hint=_timeout_hint(host, sentinel),
                     id="otel_channels.W010",
                 ))
             # valkey-py's pools have no cap; redis-py 8's refuse a 101st connection.
@@ -171,3 +181,47 @@ def check_channel_layers(**kwargs: Any) -> list[CheckMessage]:
                     id="otel_channels.W011",
                 ))
     return messages
+
+
+def _timeout_hint(host: Any, sentinel: bool) -> str:
+    if not sentinel:
+        return ("Give the host as a dict with a larger timeout, e.g. "
+                f"{{'address': 'redis://127.0.0.1:6379/0', "
+                f"'socket_timeout': {RECOMMENDED_SOCKET_TIMEOUT}}}.")
+    misplaced = "socket_timeout" in (host.get("sentinel_kwargs") or {})
+    return (("sentinel_kwargs['socket_timeout'] applies to the sentinel lookups only. "
+             if misplaced else "")
+            + f"Put 'socket_timeout': {RECOMMENDED_SOCKET_TIMEOUT} at the top level of the "
+            "Sentinel entry (the master's connections), e.g. {'master_name': 'mymaster', "
+            "'sentinels': [('10.0.0.1', 26379), ...], "
+            f"'socket_timeout': {RECOMMENDED_SOCKET_TIMEOUT}, "
+            f"'max_connections': {RECOMMENDED_MAX_CONNECTIONS}, "
+            f"'sentinel_kwargs': {{'socket_timeout': {RECOMMENDED_SENTINEL_TIMEOUT}}}}}.")
+
+
+def _sentinel_messages(alias: str, index: int, host: dict[str, Any], client: str,
+                       default_timeout: float | None) -> list[CheckMessage]:
+    """W012: a Sentinel entry that channels-redis ignores, or whose lookups can hang."""
+    where = f"CHANNEL_LAYERS[{alias!r}] host {index} (Sentinel master {host['master_name']!r})"
+    if "address" in host:  # channels_redis.utils.create_pool reads "address" first
+        return [Warning(
+            f"{where}: has an 'address' too, so channels-redis connects to that address "
+            "and never asks the sentinels: a failover is not followed.",
+            hint="Remove 'address' from the Sentinel entry.",
+            id="otel_channels.W012",
+        )]
+    kwargs = host.get("sentinel_kwargs")
+    if not isinstance(kwargs, dict):
+        kwargs = {}
+    timeout = kwargs.get("socket_timeout", default_timeout)
+    if timeout is None:
+        return [Warning(
+            f"{where}: the sentinel lookups have no socket_timeout ({client}-py's default "
+            "here is none), so a sentinel that stops answering during a failover hangs "
+            "every reconnect of the layer.",
+            hint=("Add 'sentinel_kwargs': {'socket_timeout': "
+                  f"{RECOMMENDED_SENTINEL_TIMEOUT}}} to the Sentinel entry (seconds per "
+                  "lookup; the master's own socket_timeout stays at the top level)."),
+            id="otel_channels.W012",
+        )]
+    return []

@@ -80,6 +80,39 @@ def test_redis_layer_checks(hosts, expected):
         assert "socket_timeout" in message.hint or "max_connections" in message.hint
 
 
+SENTINELS = [("127.0.0.1", 26379), ("127.0.0.1", 26380), ("127.0.0.1", 26381)]
+SENTINEL = {"master_name": "mymaster", "sentinels": SENTINELS}
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    # The entry's own socket_timeout / max_connections are the master pool's.
+    ({**SENTINEL, "socket_timeout": 30, "max_connections": 2000}, []),
+    ({**SENTINEL, "socket_timeout": 30, "max_connections": 2000,
+      "sentinel_kwargs": {"socket_timeout": 2}}, []),
+    # A timeout only in sentinel_kwargs leaves the master connections on redis-py's 5 s.
+    ({**SENTINEL, "max_connections": 2000, "sentinel_kwargs": {"socket_timeout": 30}},
+     ["otel_channels.W010"]),
+    ({**SENTINEL, "socket_timeout": 30}, ["otel_channels.W011"]),
+    # Lookups with no timeout: a silent sentinel hangs every reconnect of a failover.
+    ({**SENTINEL, "socket_timeout": 30, "max_connections": 2000,
+      "sentinel_kwargs": {"socket_timeout": None}}, ["otel_channels.W012"]),
+    # channels-redis reads "address" first and never asks the sentinels.
+    ({**SENTINEL, "address": "redis://127.0.0.1:6379", "socket_timeout": 30,
+      "max_connections": 2000}, ["otel_channels.W012"]),
+])
+@pytest.mark.parametrize("backend", [REDIS, "channels_redis.pubsub.RedisPubSubChannelLayer"])
+def test_sentinel_entries(backend, host, expected):
+    layer = {"BACKEND": backend, "CONFIG": {"hosts": [host]}}
+    with override_settings(CHANNEL_LAYERS={"default": layer}):
+        messages = check_channel_layers()
+    assert ids(messages) == expected
+    for message in messages:
+        if message.id == "otel_channels.W010":
+            assert "top level of the Sentinel entry" in message.hint
+            assert "applies to the sentinel lookups only" in message.hint
+        assert "Sentinel master 'mymaster'" in message.msg or message.id != "otel_channels.W012"
+
+
 def test_pubsub_layer_checked_too():
     layer = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
              "CONFIG": {"hosts": ["redis://127.0.0.1:6379"]}}
