@@ -7,5 +7,6 @@ urlpatterns = [
     path("health/", views.health),
     path("debug/state/", debug.state),  # leak counters for the churn soak (tests only)
     path("broadcast/<str:room>/", views.broadcast),
+    path("broadcast-event/<str:room>/", views.broadcast_event),
     path("events/<str:room>/", RoomEvents.as_view()),
 ]
