@@ -13,6 +13,7 @@ accepted broadcast it missed that nothing explains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,10 +142,8 @@ async def _producer(urls: list[str], room: str, stop: asyncio.Event, sent: list[
                     break
                 await asyncio.sleep(0.3)
             broadcast.done = time.monotonic()
-            try:
+            with contextlib.suppress(*TIMEOUTS):
                 await asyncio.wait_for(stop.wait(), interval)
-            except TIMEOUTS:
-                pass
 
 
 async def _until(condition: Any, timeout: float, what: str) -> None:
