@@ -104,6 +104,10 @@ class FailoverRun:
                 "by_cause": causes,
                 "duplicates": sum(c.duplicates for c in clients),
                 "reconnected": sum(1 for c in clients if len(getattr(c, "connects", [])) > 1),
+                "close_codes": sorted({code for c in clients
+                                       for t, code in getattr(c, "closes", ())
+                                       if t < self.t_back + 1}, key=str),
+                "resets": sum(len(getattr(c, "resets", ())) for c in clients),
             }
 
         return {
