@@ -344,7 +344,9 @@ class TracedConsumerMixin:
             return connection.on_connect(message, dispatch)
         if message_type == "websocket.disconnect":
             return connection.on_disconnect(message, dispatch)
-        if message_type == SUBSCRIPTION_LOST:  # queued by _subscriptions ("close")
-            return self.base_send({"type": "websocket.close",  # type: ignore[attr-defined, no-any-return]
-                                   "code": CLOSE_CODE, "reason": CLOSE_REASON})
+        if message_type == SUBSCRIPTION_LOST and connection.send is not None:
+            # Queued by _subscriptions ("close"). The ASGI send itself: a sync consumer's
+            # base_send is async_to_sync'ed, not callable on this loop.
+            return connection.send({"type": "websocket.close", "code": CLOSE_CODE,
+                                    "reason": CLOSE_REASON})
         return _process.process(self, message, dispatch, connection)

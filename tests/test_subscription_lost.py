@@ -24,7 +24,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from otel_channels import _semconv as sc
-from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
+from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer, TracedJsonWebsocketConsumer
 from tests._reliability import RedisServer, require_redis_server
 from tests.conftest import redis_layer_config
 
@@ -38,6 +38,17 @@ class RoomConsumer(TracedAsyncJsonWebsocketConsumer):
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         await self.send_json({"text": event["text"]})
+
+
+class SyncRoomConsumer(TracedJsonWebsocketConsumer):
+    def connect(self) -> None:
+        from asgiref.sync import async_to_sync
+
+        async_to_sync(self.channel_layer.group_add)("room_42", self.channel_name)
+        self.accept()
+
+    def chat_message(self, event: dict[str, Any]) -> None:
+        self.send_json({"text": event["text"]})
 
 
 async def _until(condition: Any, timeout: float, what: str) -> None:
@@ -64,16 +75,18 @@ async def _restart_and_resubscribe(redis: RedisServer, metric_reader: Any) -> fl
     return sum(counted)
 
 
-@pytest.mark.parametrize("policy", ["count", "close"])
+@pytest.mark.parametrize(("policy", "consumer"), [
+    ("count", RoomConsumer), ("close", RoomConsumer), ("close", SyncRoomConsumer)])
 async def test_lost_subscription_is_counted_logged_and_closes_on_request(
-        policy: str, metric_reader: Any, caplog: pytest.LogCaptureFixture) -> None:
+        policy: str, consumer: Any, metric_reader: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
     require_redis_server("the test kills and restarts its own Redis")
     with RedisServer() as redis:
         config = redis_layer_config(redis.url, PUBSUB, prefix=f"otellost{uuid.uuid4().hex[:8]}")
         settings = {"ON_SUBSCRIPTION_LOST": policy}
         with override_settings(CHANNEL_LAYERS={"default": config}, OTEL_CHANNELS=settings):
             layer = get_channel_layer()
-            clients = [WebsocketCommunicator(RoomConsumer.as_asgi(), "/ws/") for _ in range(2)]
+            clients = [WebsocketCommunicator(consumer.as_asgi(), "/ws/") for _ in range(2)]
             try:
                 for client in clients:
                     connected, _ = await client.connect(timeout=10)
