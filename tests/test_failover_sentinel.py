@@ -33,6 +33,7 @@ import json
 import uuid
 from typing import Any
 
+import msgpack
 import pytest
 
 from tests._failover import failover_run
@@ -107,30 +108,30 @@ async def test_master_killed_under_load(layer: str) -> None:
                          and x.attributes.get("messaging.destination.name") == group]
             assert {x.service for x in producers} == {"worker-a", "worker-b"}
 
-            # The replay log lives on the new master: resume from a pre-failover id.
-            before = next(b for b in run.sent if b.accepted and b.at < run.t_kill - 1)
-            await _resume_after(cluster.b.port, room, run, before.text)
+            # The replay log lives on the promoted master: a stream resuming from an
+            # event sent before the kill gets exactly what the log holds after it.
+            address = sentinel.master_address()
+            assert address is not None
+            log = sentinel.client(address[1]).xrange(f"{cluster.prefix}:sse:room_{room}")
+            texts = [(i.decode(), msgpack.unpackb(f[b"m"])["text"]) for i, f in log]
+            before = {b.text for b in run.sent if b.accepted and b.at < run.t_kill - 1}
+            resume = max(i for i, (_, text) in enumerate(texts) if text in before)
+            await _resume(cluster.b.port, room, texts[resume][0],
+                          [text for _, text in texts[resume + 1:resume + 6]])
 
 
-async def _resume_after(port: int, room: str, run: Any, text: str) -> None:
-    """Reopen a stream on worker B with the id a client kept for ``text``: replay or reset."""
-    ids = [c for c in run.sse if text in c.texts]
-    assert ids, text
+async def _resume(port: int, room: str, last_event_id: str, expected: list[str]) -> None:
+    """Reopen a stream on worker B with ``Last-Event-ID``: the next events are ``expected``."""
     stream = SSEStream("127.0.0.1", port, f"/events/{room}/")
-    # A fresh stream from the oldest id: everything after it, from the promoted log.
-    assert await stream.open("0-0", timeout=20) == 200
+    assert await stream.open(last_event_id, timeout=20) == 200
     try:
-        seen = []
-        for _ in range(50):
+        seen: list[str] = []
+        while len(seen) < len(expected):
             event = await stream.next_event(timeout=20)
             assert event is not None
-            if event.event == "stream-reset":
-                seen.append("reset")
-                break
+            assert event.event != "stream-reset", event
             if event.event == "chat.message":
                 seen.append(event.json()["text"])
-                if len(seen) >= 3:
-                    break
-        assert seen, "nothing replayed"
+        assert seen == expected
     finally:
         stream.abort()
