@@ -22,6 +22,10 @@ redis-py resubscribe, then for every group the shard was subscribed to
 * adds 1 to ``channels.layer.subscription.lost`` (``channels.layer``: the layer
   class; ``messaging.destination.template``: the group template);
 * logs a warning on the ``otel_channels`` logger naming the layer and group;
+* queues a message of type :data:`SUBSCRIPTION_LOST` for every SSE hub of
+  this process in the group (:func:`follow`): the hub reads what it missed from
+  the replay log at once, or resets its streams if the log lost it too,
+  instead of waiting for the next event to show the gap;
 * with ``ON_SUBSCRIPTION_LOST = "close"``, queues a message of type
   :data:`SUBSCRIPTION_LOST` for every traced consumer of this process that was
   in the group or whose own channel is on the shard: the consumer closes its
@@ -30,8 +34,8 @@ redis-py resubscribe, then for every group the shard was subscribed to
   client reconnects and, like a core-layer client, sees a reconnect where it
   missed something.
 
-SSE streams need none of this: the hub numbers events from the replay log and
-reads any gap from it (``sse/_subscription``).
+SSE streams lose nothing either way: the hub numbers events from the replay
+log and reads any gap from it (``sse/_subscription``).
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ _LOGGED_GROUPS = 20
 
 #: Whether watchers report (False after uninstrument: their PubSubs may live on).
 enabled = False
+#: Channels of SSE hubs (``sse/_hub``): told of a lost subscription whatever the policy.
+_followers: set[str] = set()
+
+
+def follow(channel: str) -> None:
+    """Queue :data:`SUBSCRIPTION_LOST` to ``channel`` when a group it is in was lost."""
+    _followers.add(channel)
+
+
+def unfollow(channel: str) -> None:
+    _followers.discard(channel)
 
 
 class _Watch:
@@ -123,18 +138,18 @@ def subscription_lost(shard: Any) -> None:
             if config.ON_SUBSCRIPTION_LOST == "close" else "",
             ".",
         )
-    if config.ON_SUBSCRIPTION_LOST != "close":
-        return
     affected = {n for n in names if n in layer.channels}  # consumers' own channels
     for name in groups:
         affected.update(layer.groups.get(name, ()))
+    closing = config.ON_SUBSCRIPTION_LOST == "close"
     serialize = getattr(proxy, "serialize", None)
     if serialize is None:
         return
     message = serialize({"type": SUBSCRIPTION_LOST})
     for channel in sorted(affected):
         queue = layer.channels.get(channel)
-        if queue is not None and channel in MEMBERSHIPS.by_channel:  # traced consumers only
+        if queue is not None and (channel in _followers or (
+                closing and channel in MEMBERSHIPS.by_channel)):  # hubs; traced consumers
             queue.put_nowait(message)
 
 

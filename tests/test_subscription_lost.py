@@ -13,6 +13,7 @@ reconnects); with the default ``"count"`` the consumers stay open.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -21,14 +22,27 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
+from django.urls import path
 
 from otel_channels import _semconv as sc
+from otel_channels.broadcast import abroadcast
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer, TracedJsonWebsocketConsumer
+from otel_channels.sse import EventStreamView, _replay
+from otel_channels.testing import EventStreamCommunicator
 from tests._reliability import RedisServer, require_redis_server
 from tests.conftest import redis_layer_config
 
 PUBSUB = "channels_redis.pubsub.RedisPubSubChannelLayer"
+
+
+class Room(EventStreamView):
+    groups = ["room_42"]
+
+
+urlpatterns = [path("events/", Room.as_view())]
+pytestmark = pytest.mark.urls(__name__)
 
 
 class RoomConsumer(TracedAsyncJsonWebsocketConsumer):
@@ -119,3 +133,34 @@ async def test_lost_subscription_is_counted_logged_and_closes_on_request(
                 for client in clients:
                     await client.disconnect(timeout=5)
                 await layer.flush()
+
+
+async def test_sse_hub_reads_the_gap_at_once(metric_reader: Any) -> None:
+    """The hub is told too: it reads the log without waiting for the next event.
+
+    Redis comes back empty here (no persistence), so the log lost the stream's
+    position as well: the stream gets ``stream-reset`` (``resubscribed``) at once,
+    with no broadcast after the restart.
+    """
+    require_redis_server("the test kills and restarts its own Redis")
+    with RedisServer() as redis:
+        config = redis_layer_config(redis.url, PUBSUB, prefix=f"otelhub{uuid.uuid4().hex[:8]}")
+        _replay.reset()
+        with override_settings(CHANNEL_LAYERS={"default": config}):
+            layer = get_channel_layer()
+            stream = EventStreamCommunicator(ASGIHandler(), "/events/")
+            try:
+                await stream.connect()
+                await stream.receive_chunk()
+                await stream.receive_chunk()
+                await abroadcast("room_42", "chat.message", {"text": "before"})
+                event = await stream.receive_event(timeout=10)
+                assert event.event == "chat.message"
+                await _restart_and_resubscribe(redis, metric_reader)
+                event = await stream.receive_event(timeout=10)
+                assert (event.event, json.loads(event.data)["reason"]) == (
+                    "stream-reset", "resubscribed")
+            finally:
+                await stream.disconnect()
+                await layer.flush()
+        _replay.reset()

@@ -33,6 +33,7 @@ from .. import _carrier, _process, _spans, _telemetry
 from .. import _semconv as sc
 from .._fanout import TABLE
 from .._layers import raw_receive
+from .._subscriptions import SUBSCRIPTION_LOST, follow, unfollow
 from ..conf import get_config
 from ._queue import Envelope, LocalStream
 from ._replay import ZERO, get_log, parse_id
@@ -97,6 +98,7 @@ class Hub:
             sub.start_id = sub.last_id = head
             sub.last = parse_id(head) or (0, 0)
             sub.channel = await self.layer.new_channel()
+            follow(sub.channel)  # told when a pub/sub layer loses the group
             await self.layer.group_add(sub.group, sub.channel)
         except BaseException as exc:
             if self.subscriptions.get(sub.group) is sub:
@@ -129,6 +131,7 @@ class Hub:
     async def _discard(self, sub: GroupSubscription) -> None:
         if sub.channel is None:
             return
+        unfollow(sub.channel)
         try:
             await self.layer.group_discard(sub.group, sub.channel)
         except Exception:
@@ -186,6 +189,9 @@ class Hub:
                     logger.warning("group %r resubscribed after %d failures", sub.group, failures)
                     failures = 0
                 message = await raw_receive(self.layer.receive)(sub.channel)
+                if message.get("type") == SUBSCRIPTION_LOST:  # a pub/sub gap: read it now
+                    await sub.catch_up(self.alias)
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception:
