@@ -9,6 +9,8 @@ redis-py's ``PubSub`` reconnects and resubscribes on its own, on a Sentinel
 failover to the new master), so its consumers never learn that they missed
 broadcasts (channels_redis#256). Issue 20 measured 8 broadcasts, accepted
 without error, that reached none of 20 WebSocket clients during a failover.
+channels-valkey's pub/sub layer is the same code on valkey-py and is watched
+the same way (:data:`TARGETS`).
 
 What is observed is the resubscription itself: redis-py calls a ``PubSub``'s
 ``on_connect`` callback every time the connection it subscribed on connects
@@ -96,7 +98,7 @@ class _Watch:
 
 
 def watch_shard(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    """Wraps ``RedisSingleShardConnection._ensure_redis``: watch each new ``PubSub``."""
+    """Wraps ``RedisSingleShardConnection._ensure_redis`` (:data:`TARGETS`): watch each PubSub."""
     result = wrapped(*args, **kwargs)
     pubsub = getattr(instance, "_pubsub", None)
     if pubsub is not None and "_otel_watch" not in vars(pubsub):
@@ -153,5 +155,10 @@ def subscription_lost(shard: Any) -> None:
             queue.put_nowait(message)
 
 
-#: What the instrumentor wraps when channels-redis is installed: (module, attribute).
-TARGET = ("channels_redis.pubsub", "RedisSingleShardConnection._ensure_redis")
+#: What the instrumentor wraps, when the module is imported: module -> (class, method that
+#: creates the shard's client and PubSub). channels-valkey's pub/sub layer is channels-redis's
+#: on valkey-py (same shard class, same PubSub callbacks).
+TARGETS = {
+    "channels_redis.pubsub": ("RedisSingleShardConnection", "_ensure_redis"),
+    "channels_valkey.pubsub": ("ValkeySingleShardConnection", "_ensure_valkey"),
+}

@@ -152,7 +152,7 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     _wrapped: list[tuple[Any, str]]
     _hook_registered = False
-    _pubsub_hook_registered = False
+    _pubsub_hooks: set[str] = set()  # modules hooked (class-wide, like _hook_registered)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -181,26 +181,27 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         elif not ChannelsInstrumentor._hook_registered:
             ChannelsInstrumentor._hook_registered = True
             register_post_import_hook(self._hypercorn_imported, _HYPERCORN)
-        # channels-redis's pub/sub layer: the same, when (and if) it is imported.
+        # channels-redis's (and channels-valkey's) pub/sub layer: the same, when imported.
         _subscriptions.enabled = True
-        pubsub = _subscriptions.TARGET[0]
-        if pubsub in sys.modules:
-            self._wrap_pubsub(sys.modules[pubsub])
-        elif not ChannelsInstrumentor._pubsub_hook_registered:
-            ChannelsInstrumentor._pubsub_hook_registered = True
-            register_post_import_hook(self._pubsub_imported, pubsub)
+        for module_name in _subscriptions.TARGETS:
+            if module_name in sys.modules:
+                self._wrap_pubsub(sys.modules[module_name])
+            elif module_name not in ChannelsInstrumentor._pubsub_hooks:
+                ChannelsInstrumentor._pubsub_hooks.add(module_name)
+                register_post_import_hook(self._pubsub_imported, module_name)
 
     def _pubsub_imported(self, module: Any) -> None:
         if self.is_instrumented_by_opentelemetry:
             self._wrap_pubsub(module)
 
     def _wrap_pubsub(self, module: Any) -> None:
-        owner = getattr(module, "RedisSingleShardConnection", None)
-        if owner is None or not hasattr(owner, "_ensure_redis"):  # another channels-redis
+        class_name, method = _subscriptions.TARGETS[module.__name__]
+        owner = getattr(module, class_name, None)
+        if owner is None or not hasattr(owner, method):  # another version: not watched
             return
-        if (owner, "_ensure_redis") not in self._wrapped:
-            wrap_function_wrapper(module, _subscriptions.TARGET[1], _subscriptions.watch_shard)
-            self._wrapped.append((owner, "_ensure_redis"))
+        if (owner, method) not in self._wrapped:
+            wrap_function_wrapper(module, f"{class_name}.{method}", _subscriptions.watch_shard)
+            self._wrapped.append((owner, method))
 
     def _hypercorn_imported(self, module: Any) -> None:
         if self.is_instrumented_by_opentelemetry:

@@ -35,6 +35,8 @@ from tests._reliability import RedisServer, require_redis_server
 from tests.conftest import redis_layer_config
 
 PUBSUB = "channels_redis.pubsub.RedisPubSubChannelLayer"
+#: channels-redis's pub/sub layer on valkey-py: it talks to Redis as well.
+VALKEY_PUBSUB = "channels_valkey.pubsub.ValkeyPubSubChannelLayer"
 
 
 class Room(EventStreamView):
@@ -89,14 +91,18 @@ async def _restart_and_resubscribe(redis: RedisServer, metric_reader: Any) -> fl
     return sum(counted)
 
 
-@pytest.mark.parametrize(("policy", "consumer"), [
-    ("count", RoomConsumer), ("close", RoomConsumer), ("close", SyncRoomConsumer)])
+@pytest.mark.parametrize(("policy", "consumer", "backend"), [
+    ("count", RoomConsumer, PUBSUB), ("close", RoomConsumer, PUBSUB),
+    ("close", SyncRoomConsumer, PUBSUB), ("close", RoomConsumer, VALKEY_PUBSUB)])
 async def test_lost_subscription_is_counted_logged_and_closes_on_request(
-        policy: str, consumer: Any, metric_reader: Any,
+        policy: str, consumer: Any, backend: str, metric_reader: Any,
         caplog: pytest.LogCaptureFixture) -> None:
     require_redis_server("the test kills and restarts its own Redis")
+    if backend == VALKEY_PUBSUB:
+        pytest.importorskip("channels_valkey")
+    layer_class = backend.rsplit(".", 1)[1]
     with RedisServer() as redis:
-        config = redis_layer_config(redis.url, PUBSUB, prefix=f"otellost{uuid.uuid4().hex[:8]}")
+        config = redis_layer_config(redis.url, backend, prefix=f"otellost{uuid.uuid4().hex[:8]}")
         settings = {"ON_SUBSCRIPTION_LOST": policy}
         with override_settings(CHANNEL_LAYERS={"default": config}, OTEL_CHANNELS=settings):
             layer = get_channel_layer()
@@ -114,11 +120,11 @@ async def test_lost_subscription_is_counted_logged_and_closes_on_request(
                 points = metric_reader.attributes(sc.M_SUBSCRIPTIONS_LOST)
                 assert points == [{
                     sc.MESSAGING_SYSTEM: "channels",
-                    sc.CHANNELS_LAYER: "RedisPubSubChannelLayer",
+                    sc.CHANNELS_LAYER: layer_class,
                     sc.MESSAGING_DESTINATION_TEMPLATE: "room_{id}",
                 }]
                 warnings = [r.getMessage() for r in caplog.records if r.name == "otel_channels"]
-                assert any("RedisPubSubChannelLayer lost its subscription to group 'room_42'"
+                assert any(f"{layer_class} lost its subscription to group 'room_42'"
                            in w for w in warnings), warnings
                 if policy == "close":
                     for client in clients:
