@@ -126,24 +126,21 @@ def subscription_lost(shard: Any) -> None:
             sc.CHANNELS_LAYER: layer_name,
             sc.MESSAGING_DESTINATION_TEMPLATE: group_template(group, config.GROUP_TEMPLATE),
         })
+    closing = config.ON_SUBSCRIPTION_LOST == "close"
     listed = sorted(groups.values())
     if listed:
         more = len(listed) - _LOGGED_GROUPS
+        named = ", ".join(repr(g) for g in listed[:_LOGGED_GROUPS])
         logger.warning(
-            "%s lost its subscription to group%s %s: the Redis connection was re-made, and "
-            "what was published to %s meanwhile reached no consumer here%s%s",
-            layer_name, "s" if len(listed) > 1 else "",
-            ", ".join(repr(g) for g in listed[:_LOGGED_GROUPS]) + (
-                f" and {more} more" if more > 0 else ""),
-            "them" if len(listed) > 1 else "it",
-            " (ON_SUBSCRIPTION_LOST='close': closing their traced consumers)"
-            if config.ON_SUBSCRIPTION_LOST == "close" else "",
-            ".",
+            "%s lost its subscription to group%s %s%s: the Redis connection was re-made, and "
+            "what was published meanwhile reached no consumer of this process%s.",
+            layer_name, "s" if len(listed) > 1 else "", named,
+            f" and {more} more" if more > 0 else "",
+            " (ON_SUBSCRIPTION_LOST='close': closing their traced consumers)" if closing else "",
         )
     affected = {n for n in names if n in layer.channels}  # consumers' own channels
     for name in groups:
         affected.update(layer.groups.get(name, ()))
-    closing = config.ON_SUBSCRIPTION_LOST == "close"
     serialize = getattr(proxy, "serialize", None)
     if serialize is None:
         return
