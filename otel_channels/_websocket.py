@@ -37,6 +37,7 @@ Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 _DROPPED_SPAN = _sampling.DROPPED_SPAN
+_EMPTY = _spans.EMPTY
 
 
 async def _nothing() -> None:
@@ -56,12 +57,15 @@ class Connection:
         self.guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
         self.ignored = config.IGNORED_FRAMES
         self.trace_sends = config.SEND_EVENTS or config.SEND_SPANS
+        #: ``JSON_CONTEXT_TO_CLIENT``: the key dict frames sent by ``send_json`` get, or None.
+        self.to_client = (config.JSON_TRACEPARENT_KEY if config.JSON_CONTEXT_TO_CLIENT
+                          and self.active else None)
         #: No SDK and no message policy: a channel-layer message only loses its carrier.
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
         self.name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None)
+        self.frame_parent = FrameParent(config, None, scope=scope)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.under_dropped = self.active
@@ -84,10 +88,12 @@ class Connection:
         self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
         self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
 
-    async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        """Handle ``message`` with ``span`` current; its exception recorded, then ended."""
+    async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch,
+                   base: otel_context.Context | None = None) -> Any:
+        """Handle ``message`` with ``span`` current (in ``base``'s baggage, by default the
+        handshake's); its exception recorded, then ended."""
         self.active_span = span
-        token = _spans.activate(span, self.base)
+        token = _spans.activate(span, self.base if base is None else base)
         try:
             return await dispatch(message)
         except BaseException as exc:
@@ -113,7 +119,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
-        self.frame_parent = FrameParent(config, context, self.base)
+        self.frame_parent = FrameParent(config, context, self.base, scope)
         self.connect_span = span
         self.active_span = span
         token = _spans.activate(span, self.base)
@@ -207,10 +213,15 @@ class Connection:
                 return self._reject(rejection)
         if self.ignored and text is not None and text in self.ignored:
             return dispatch(message)
-        decided = self.frame_parent.decide(text if json_frames else None)
+        frame_parent = self.frame_parent
+        # None unless the frame holds JSON_TRACEPARENT_KEY (a substring test decides).
+        client = frame_parent.client(text) if json_frames else None
+        decided = frame_parent.place(client)
         if decided is None or not self.cap.take():
             # Not sampled: no span, no histogram; what the handler starts is dropped too.
-            if self.under_dropped:
+            if client is not None:  # the frame's baggage is the handler's all the same
+                return self._untraced(message, dispatch, client.base)
+            if self.under_dropped and self.base is _EMPTY:
                 return dispatch(message)
             return self._untraced(message, dispatch)
         parent, links = decided
@@ -222,10 +233,11 @@ class Connection:
         if hook is not None and span.is_recording():
             with contextlib.suppress(Exception):  # a user hook must never break the connection
                 hook(span, self.scope, message)
-        return self._run(span, message, dispatch)
+        return self._run(span, message, dispatch, parent)  # parent: the frame's baggage
 
-    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        token = _spans.activate(_DROPPED_SPAN, self.base)
+    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch,
+                        base: otel_context.Context | None = None) -> Any:
+        token = _spans.activate(_DROPPED_SPAN, self.base if base is None else base)
         self.active_span = _DROPPED_SPAN
         try:
             return await dispatch(message)
