@@ -23,6 +23,7 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Status, StatusCode
 
 from . import _process, _sampling, _spans, _telemetry
@@ -57,9 +58,8 @@ class Connection:
         self.guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
         self.ignored = config.IGNORED_FRAMES
         self.trace_sends = config.SEND_EVENTS or config.SEND_SPANS
-        #: ``JSON_CONTEXT_TO_CLIENT``: the key dict frames sent by ``send_json`` get, or None.
-        self.to_client = (config.JSON_TRACEPARENT_KEY if config.JSON_CONTEXT_TO_CLIENT
-                          and self.active else None)
+        #: ``JSON_CONTEXT_TO_CLIENT``: the key dict frames ``send_json`` sends get, or None.
+        self.to_client = config.JSON_TRACEPARENT_KEY if config.JSON_CONTEXT_TO_CLIENT else None
         #: No SDK and no message policy: a channel-layer message only loses its carrier.
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
         self.name = type(consumer).__qualname__
@@ -89,11 +89,10 @@ class Connection:
         self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
 
     async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch,
-                   base: otel_context.Context | None = None) -> Any:
-        """Handle ``message`` with ``span`` current (in ``base``'s baggage, by default the
-        handshake's); its exception recorded, then ended."""
+                   base: Context) -> Any:
+        """Handle ``message`` with ``span`` current in ``base``; exception recorded, then ended."""
         self.active_span = span
-        token = _spans.activate(span, self.base if base is None else base)
+        token = _spans.activate(span, base)
         try:
             return await dispatch(message)
         except BaseException as exc:
@@ -213,17 +212,15 @@ class Connection:
                 return self._reject(rejection)
         if self.ignored and text is not None and text in self.ignored:
             return dispatch(message)
-        frame_parent = self.frame_parent
-        # None unless the frame holds JSON_TRACEPARENT_KEY (a substring test decides).
+        frame_parent = self.frame_parent  # client: None unless the frame holds the JSON key
         client = frame_parent.client(text) if json_frames else None
         decided = frame_parent.place(client)
         if decided is None or not self.cap.take():
-            # Not sampled: no span, no histogram; what the handler starts is dropped too.
-            if client is not None:  # the frame's baggage is the handler's all the same
-                return self._untraced(message, dispatch, client.base)
-            if self.under_dropped and self.base is _EMPTY:
+            # Not sampled: no span, no histogram; what the handler starts is dropped (baggage kept).
+            base = self.base if client is None else client.base
+            if base is _EMPTY and self.under_dropped:
                 return dispatch(message)
-            return self._untraced(message, dispatch)
+            return self._untraced(message, dispatch, base)
         parent, links = decided
         size = size_of(text, message.get("bytes") if text is None else None)
         self.telemetry.websocket_message_size.record(size, self.attrs_in)
@@ -235,9 +232,8 @@ class Connection:
                 hook(span, self.scope, message)
         return self._run(span, message, dispatch, parent)  # parent: the frame's baggage
 
-    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch,
-                        base: otel_context.Context | None = None) -> Any:
-        token = _spans.activate(_DROPPED_SPAN, self.base if base is None else base)
+    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch, base: Context) -> Any:
+        token = _spans.activate(_DROPPED_SPAN, base)
         self.active_span = _DROPPED_SPAN
         try:
             return await dispatch(message)
@@ -287,7 +283,7 @@ class Connection:
         span = _spans.start_disconnect(
             self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name, self.connect_link,
             duration, attributes, close_code=code)
-        return await self._run(span, message, dispatch)
+        return await self._run(span, message, dispatch, self.base)
 
     def finish(self) -> None:
         """Runs exactly once when the consumer's ``__call__`` exits, however it exits."""
