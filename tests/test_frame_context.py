@@ -23,9 +23,11 @@ from channels.auth import UserLazyObject
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 from django.urls import path
 from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.b3 import B3SingleFormat
 from opentelemetry.propagators.composite import CompositePropagator
@@ -33,8 +35,11 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_channels import _carrier
+from otel_channels.broadcast import abroadcast
 from otel_channels.client.websocket import _encode
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer, TracedJsonWebsocketConsumer
+from otel_channels.sse import EventStreamView, _replay
+from otel_channels.testing import EventStreamCommunicator
 
 ROUTE = "/chat/<room>/"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -373,3 +378,36 @@ def test_client_traceparent_writes_only_the_sampled_bit(spans):
         assert json.loads(_encode({"x": 1}, "traceparent", ctx))["traceparent"] == expected
     unsampled = SpanContext(1, 2, is_remote=False, trace_flags=TraceFlags(0x02))
     assert _carrier.client_traceparent(unsampled).endswith("-00")
+
+
+class Events(EventStreamView):
+    groups = ["flags"]
+
+
+urlpatterns = [path("events/", Events.as_view())]
+
+
+@pytest.mark.urls(__name__)
+@override_settings(OTEL_CHANNELS={"SSE_TRACEPARENT_FIELD": True})
+async def test_sse_traceparent_field_has_only_the_sampled_bit(spans):
+    _replay.reset()
+    comm = EventStreamCommunicator(ASGIHandler(), "/events/")
+    status, _ = await comm.connect()
+    assert status == 200
+    await comm.receive_chunk()  # ": open"
+    await comm.receive_chunk()  # the position
+    # With baggage the carrier goes through the W3C propagator, which keeps the SDK's
+    # random-trace-id bit: the hub's process span is "-03" on the layer.
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        await abroadcast("flags", "ping", {})
+    finally:
+        otel_context.detach(token)
+    await comm.receive_event()
+    process = spans.one("process flags")
+    trace_id, span_id = ids(process.context)
+    if process.context.trace_flags & TraceFlags.RANDOM_TRACE_ID:
+        assert f"traceparent: 00-{trace_id}-{span_id}-03".encode() not in comm.body
+    assert f"traceparent: 00-{trace_id}-{span_id}-01\n".encode() in comm.body
+    await comm.disconnect()
+    _replay.reset()
