@@ -411,3 +411,14 @@ async def test_sse_traceparent_field_has_only_the_sampled_bit(spans):
     assert f"traceparent: 00-{trace_id}-{span_id}-01\n".encode() in comm.body
     await comm.disconnect()
     _replay.reset()
+
+
+def test_the_python_client_reads_a_carrier_object_in_replies():
+    from otel_channels.client.websocket import _traceparent_of
+
+    reply = json.dumps({"ok": True, "trace_flags": {"traceparent": TP, "tracestate": "k=v"}})
+    found = _traceparent_of(reply, '"trace_flags"', "trace_flags")
+    assert found is not None and ids(found) == (TRACE, SPAN)
+    assert found.trace_state.to_header() == "k=v"
+    too_big = json.dumps({"trace_flags": {f"k{n}": "v" for n in range(17)} | {"traceparent": TP}})
+    assert _traceparent_of(too_big, '"trace_flags"', "trace_flags") is None
