@@ -88,9 +88,9 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
             self.send_json({"type": "error", "error": kind})
 
     def send_json(self, content: Any, close: bool = False) -> None:
-        connection = self.__dict__.get("_otel")
-        if connection is not None and connection.to_client and content.__class__ is dict:
-            content = stamp(content, connection.to_client)
+        key = self._otel.to_client  # set in __call__, before anything can be sent
+        if key and content.__class__ is dict:
+            content = stamp(content, key)
         super().send_json(content, close)
 
 
@@ -134,9 +134,9 @@ class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketCo
     # A plain function returning Channels' coroutine: no coroutine frame of ours per send.
     @markcoroutinefunction
     def send_json(self, content: Any, close: bool = False) -> Coroutine[Any, Any, None]:
-        connection = self.__dict__.get("_otel")
-        if connection is not None and connection.to_client and content.__class__ is dict:
-            content = stamp(content, connection.to_client)
+        key = self._otel.to_client  # set in __call__, before anything can be sent
+        if key and content.__class__ is dict:
+            content = stamp(content, key)
         return super().send_json(content, close)
 
 
