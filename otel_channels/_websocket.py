@@ -15,6 +15,7 @@ span being handled, or the unsampled one) spares outbound frames a lookup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -23,11 +24,13 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Status, StatusCode
 
 from . import _process, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
+from ._client_context import stamp
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
 from ._layers import MEMBERSHIPS
 from ._names import route_of
@@ -44,6 +47,21 @@ async def _nothing() -> None:
     return None
 
 
+def _with_context(send_json: Callable[..., Any], key: str) -> Callable[..., Any]:
+    """A JSON consumer's ``send_json`` that adds the current sampled span's context to
+    dicts; set on the instance only when ``JSON_CONTEXT_TO_CLIENT`` is on, so sends cost
+    nothing more otherwise. A plain function: the async one returns Channels' coroutine."""
+
+    def send_json_with_context(content: Any, *args: Any, **kwargs: Any) -> Any:
+        if content.__class__ is dict:
+            content = stamp(content, key)
+        return send_json(content, *args, **kwargs)
+
+    if asyncio.iscoroutinefunction(send_json):
+        markcoroutinefunction(send_json_with_context)
+    return send_json_with_context
+
+
 class Connection:
     """Per-connection tracing state; the consumer holds one as ``self._otel``."""
 
@@ -57,12 +75,14 @@ class Connection:
         self.guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
         self.ignored = config.IGNORED_FRAMES
         self.trace_sends = config.SEND_EVENTS or config.SEND_SPANS
+        #: ``JSON_CONTEXT_TO_CLIENT``: the key dict frames ``send_json`` sends get, or None.
+        self.to_client = config.JSON_TRACEPARENT_KEY if config.JSON_CONTEXT_TO_CLIENT else None
         #: No SDK and no message policy: a channel-layer message only loses its carrier.
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
         self.name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None)
+        self.frame_parent = FrameParent(config, None, scope=scope)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.under_dropped = self.active
@@ -85,10 +105,11 @@ class Connection:
         self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
         self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
 
-    async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        """Handle ``message`` with ``span`` current; its exception recorded, then ended."""
+    async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch,
+                   base: Context) -> Any:
+        """Handle ``message`` with ``span`` current in ``base``; exception recorded, then ended."""
         self.active_span = span
-        token = _spans.activate(span, self.base)
+        token = _spans.activate(span, base)
         try:
             return await dispatch(message)
         except BaseException as exc:
@@ -114,7 +135,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
-        self.frame_parent = FrameParent(config, context, self.base)
+        self.frame_parent = FrameParent(config, context, self.base, scope)
         self.connect_span = span
         self.active_span = span
         token = _spans.activate(span, self.base)
@@ -209,12 +230,14 @@ class Connection:
         if self.ignored and text is not None and text in self.ignored:
             return dispatch(message)
         decided = self.frame_parent.decide(text if json_frames else None)
-        if decided is None or not self.cap.take():
+        if decided is None:
             # Not sampled: no span, no histogram; what the handler starts is dropped too.
             if self.under_dropped:
                 return dispatch(message)
-            return self._untraced(message, dispatch)
+            return self._untraced(message, dispatch, self.base)
         parent, links = decided
+        if links is None or not self.cap.take():  # the same, under the frame's baggage
+            return self._untraced(message, dispatch, parent)
         size = size_of(text, message.get("bytes") if text is None else None)
         self.telemetry.websocket_message_size.record(size, self.attrs_in)
         span = _spans.start_receive(self.telemetry, self.route, self.name, parent, links,
@@ -223,10 +246,10 @@ class Connection:
         if hook is not None and span.is_recording():
             with contextlib.suppress(Exception):  # a user hook must never break the connection
                 hook(span, self.scope, message)
-        return self._run(span, message, dispatch)
+        return self._run(span, message, dispatch, parent)  # parent: the frame's baggage
 
-    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        token = _spans.activate(_DROPPED_SPAN, self.base)
+    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch, base: Context) -> Any:
+        token = _spans.activate(_DROPPED_SPAN, base)
         self.active_span = _DROPPED_SPAN
         try:
             return await dispatch(message)
@@ -276,7 +299,7 @@ class Connection:
         span = _spans.start_disconnect(
             self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name, self.connect_link,
             duration, attributes, close_code=code)
-        return await self._run(span, message, dispatch)
+        return await self._run(span, message, dispatch, self.base)
 
     def finish(self) -> None:
         """Runs exactly once when the consumer's ``__call__`` exits, however it exits."""
@@ -308,6 +331,9 @@ class TracedConsumerMixin:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: ASGISend) -> None:
         connection = Connection(self, scope)
         self._otel = connection
+        if connection.to_client and self._otel_json_frames:  # JSON_CONTEXT_TO_CLIENT
+            consumer: Any = self
+            consumer.send_json = _with_context(consumer.send_json, connection.to_client)
         # Between spans the connection runs under the shared unsampled context; the
         # channel-layer reads Channels starts inherit it.
         token = otel_context.attach(_sampling.DROPPED_CONTEXT) if connection.active else None

@@ -139,7 +139,8 @@ async def abroadcast(
         await _send(layer, group, message, None, idempotency_key)
         return None
     current = trace.get_current_span().get_span_context()
-    traceparent = _carrier.format_traceparent(current) if current.is_valid else None
+    # Replayed to SSE clients as their "traceparent:" field: only the sampled flag bit.
+    traceparent = _carrier.client_traceparent(current) if current.is_valid else None
     explicit = normalise_id(id) if id is not None else None
     try:
         event_id, prev = await log.append(group, message, traceparent, explicit_id=explicit,

@@ -23,7 +23,7 @@ from channels.generic.websocket import (
     WebsocketConsumer,
 )
 
-from ._frames import MALFORMED_JSON, bad_frame
+from ._frames import MALFORMED_JSON, UNPARSED, bad_frame
 from ._websocket import TracedConsumerMixin
 
 __all__ = [
@@ -48,14 +48,30 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
     With ``BAD_FRAME_POLICY`` ``"close"`` or ``"error_frame"``, an undecodable
     frame closes the socket (1003 binary, 1007 empty / malformed JSON) or gets
     ``{"type": "error", "error": kind}`` instead of Channels' ``ValueError``.
+    With ``JSON_CONTEXT_TO_CLIENT``, ``send_json`` of a dict adds the current
+    sampled span's context (docs/clients.md, "Non-Python clients").
     """
 
     _otel_json_frames = True
+    #: ``decode_json`` is Channels' ``json.loads``: a frame parsed for its trace context
+    #: is not parsed again (a subclass with its own ``decode_json`` parses every frame).
+    _otel_reuse_parse = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._otel_reuse_parse = _decoder(cls) is _decoder(JsonWebsocketConsumer)
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                 **kwargs: Any) -> None:
-        if self._otel.config.BAD_FRAME_POLICY == "raise":
+        frame_parent = self._otel.frame_parent
+        if frame_parent.plain:  # BAD_FRAME_POLICY "raise", no parsed frame waiting
             return super().receive(text_data, bytes_data, **kwargs)  # Channels' behaviour
+        if self._otel_reuse_parse:
+            content = frame_parent.take(text_data)
+            if content is not UNPARSED:
+                return self.receive_json(content, **kwargs)
+        if self._otel.config.BAD_FRAME_POLICY == "raise":
+            return super().receive(text_data, bytes_data, **kwargs)
         bad = bad_frame(text_data, bytes_data)
         if bad is None:
             try:
@@ -74,13 +90,26 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
 class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketConsumer):
     """:class:`channels.generic.websocket.AsyncJsonWebsocketConsumer`, traced.
 
-    ``BAD_FRAME_POLICY`` applies as in :class:`TracedJsonWebsocketConsumer`.
+    ``BAD_FRAME_POLICY`` and ``JSON_CONTEXT_TO_CLIENT`` apply as in
+    :class:`TracedJsonWebsocketConsumer`.
     """
 
     _otel_json_frames = True
+    _otel_reuse_parse = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._otel_reuse_parse = _decoder(cls) is _decoder(AsyncJsonWebsocketConsumer)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                       **kwargs: Any) -> None:
+        frame_parent = self._otel.frame_parent
+        if frame_parent.plain:  # BAD_FRAME_POLICY "raise", no parsed frame waiting
+            return await super().receive(text_data, bytes_data, **kwargs)
+        if self._otel_reuse_parse:
+            content = frame_parent.take(text_data)
+            if content is not UNPARSED:
+                return await self.receive_json(content, **kwargs)
         if self._otel.config.BAD_FRAME_POLICY == "raise":
             return await super().receive(text_data, bytes_data, **kwargs)
         bad = bad_frame(text_data, bytes_data)
@@ -96,3 +125,8 @@ class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketCo
             await self.close(code)
         else:
             await self.send_json({"type": "error", "error": kind})
+
+def _decoder(cls: type) -> Any:
+    """The function behind a consumer class's ``decode_json`` classmethod."""
+    method = getattr(cls, "decode_json", None)
+    return getattr(method, "__func__", method)
