@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import debug, views
+from . import browser, debug, views
 from .sse import RoomEvents
 
 urlpatterns = [
@@ -8,4 +8,5 @@ urlpatterns = [
     path("debug/state/", debug.state),  # leak counters for the churn soak (tests only)
     path("broadcast/<str:room>/", views.broadcast),
     path("events/<str:room>/", RoomEvents.as_view()),
+    path("_browser/<str:name>", browser.serve),  # tests/test_browser_*.py
 ]
