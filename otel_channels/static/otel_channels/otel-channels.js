@@ -374,7 +374,8 @@ export class TracedWebSocket extends EventTarget {
         recorder.failed(span, String(event.code), `handshake failed: close code ${event.code}`);
         span = null;
       } else if (recorder && this._wasOpen) {
-        this._disconnected(recorder, event.code, event.reason);
+        // The server's echo (daphne sends none) or, failing that, the reason the page gave.
+        this._disconnected(recorder, event.code, event.reason || this._closeReason || "");
       }
       const retry = this._reconnect && !this._closing && !FINAL_CLOSE.has(event.code)
         && this._attempt < this._maxRetries;
@@ -465,6 +466,7 @@ export class TracedWebSocket extends EventTarget {
         "InvalidAccessError");
     }
     this._closing = true;
+    this._closeReason = reason === undefined ? "" : String(reason);
     if (this._timer !== null) {  // waiting to reconnect: stop, already closed
       clearTimeout(this._timer);
       this._timer = null;
