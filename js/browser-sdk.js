@@ -11,5 +11,5 @@ export {
   TraceIdRatioBasedSampler,
 } from "@opentelemetry/sdk-trace-base";
 export { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-export { resourceFromAttributes } from "@opentelemetry/resources";
+export { defaultResource, resourceFromAttributes } from "@opentelemetry/resources";
 export { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";

@@ -24,7 +24,8 @@ const params = new URLSearchParams(location.search);
 const otlp = params.get("otlp");
 if (otlp) {
   const provider = new sdk.WebTracerProvider({
-    resource: sdk.resourceFromAttributes({ [sdk.ATTR_SERVICE_NAME]: params.get("service") }),
+    resource: sdk.defaultResource().merge(
+      sdk.resourceFromAttributes({ [sdk.ATTR_SERVICE_NAME]: params.get("service") })),
     spanProcessors: [new sdk.BatchSpanProcessor(
       new sdk.OTLPTraceExporter({ url: `${otlp}/v1/traces` }),
       { scheduledDelayMillis: 100, maxQueueSize: 4096, maxExportBatchSize: 256 })],

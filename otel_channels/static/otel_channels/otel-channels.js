@@ -285,6 +285,8 @@ class Recorder {
  * @param {number} [options.backoffCap] ms; the longest single wait.
  * @param {boolean} [options.sendSpans] per-instance override of configure({ sendSpans }).
  * @param {string|null} [options.jsonTraceparentKey] per-instance override.
+ * @param {(data: any) => boolean} [options.ignore] frames (either way) to leave untraced, e.g.
+ *   keep-alive pings: sent as they are, no span (like the server's IGNORED_FRAMES).
  */
 export class TracedWebSocket extends EventTarget {
   constructor(url, protocols, options = {}) {
@@ -306,6 +308,7 @@ export class TracedWebSocket extends EventTarget {
     this._backoffCap = options.backoffCap ?? 30000;
     this._sendSpans = options.sendSpans ?? null;
     this._key = options.jsonTraceparentKey !== undefined ? options.jsonTraceparentKey : undefined;
+    this._ignore = typeof options.ignore === "function" ? options.ignore : null;
     this._binaryType = "blob";
     this._closing = false;
     this._attempt = 0;
@@ -396,7 +399,7 @@ export class TracedWebSocket extends EventTarget {
     const data = event.data;
     const init = { data, origin: event.origin, lastEventId: event.lastEventId };
     const recorder = config.tracer ? this._recorder : null;
-    if (!recorder) {
+    if (!recorder || (this._ignore && this._ignore(data))) {
       this.dispatchEvent(new MessageEvent("message", init));
       return;
     }
@@ -413,7 +416,8 @@ export class TracedWebSocket extends EventTarget {
    */
   send(data) {
     const socket = this._socket;
-    const recorder = config.tracer && socket.readyState === WebSocket.OPEN ? this._recorder : null;
+    const recorder = config.tracer && socket.readyState === WebSocket.OPEN
+      && !(this._ignore && this._ignore(data)) ? this._recorder : null;
     if (!recorder) {
       socket.send(data);
       if (socket.readyState === WebSocket.OPEN) this._framesOut += 1;
