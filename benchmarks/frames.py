@@ -10,6 +10,10 @@ interleaved rounds:
 * ``traced-1.0``   TracedAsyncJsonWebsocketConsumer, SDK on, every frame sampled
 * ``traced-0.0``   the same with MESSAGE_SAMPLE_RATE 0 (no span objects)
 * ``traced-nosdk`` the same with the API's no-op providers (no SDK installed)
+* ``traced-1.0-ctx``  rate 1.0 with ``JSON_CONTEXT_TO_CLIENT``: every echo gets the
+  ``receive`` span's ``traceparent`` (a sampled send with context)
+* ``traced-1.0-carrier`` rate 1.0, every inbound frame carries a carrier object under
+  ``JSON_TRACEPARENT_KEY = "otel"`` (trace context and baggage), as a JS or Go client sends
 
 The SDK variants use a BatchSpanProcessor into an exporter that discards, and
 a MeterProvider with a reader that is never collected, so the export path does
@@ -87,9 +91,14 @@ class TracedEcho(TracedAsyncJsonWebsocketConsumer):
 
 
 FRAME = json.dumps({"action": "chat", "user": "bench", "text": "hello world " * 4})
+CARRIER_FRAME = json.dumps({"action": "chat", "user": "bench", "text": "hello world " * 4,
+                            "otel": {"traceparent": f"00-{'4b' * 16}-{'0f' * 8}-01",
+                                     "tracestate": "k=v", "baggage": "tenant=acme"}})
+#: Variants whose frames carry client context (the others send FRAME, without the key).
+FRAME_OF = {"traced-1.0-carrier": CARRIER_FRAME}
 
 
-async def drive(app: Callable[..., Any], frames: int) -> float:
+async def drive(app: Callable[..., Any], frames: int, frame: str = FRAME) -> float:
     """CPU seconds (all threads of this process) to push ``frames`` frames through ``app``
     and get every echo back: CPU time, not wall time, because this 2-core machine is
     shared and wall-clock rates swing 2x between identical runs."""
@@ -109,13 +118,13 @@ async def drive(app: Callable[..., Any], frames: int) -> float:
     await inbox.put({"type": "websocket.connect"})
     task = asyncio.create_task(app(scope, inbox.get, send))
     for _ in range(frames // 10):  # warm up: accept, first frames, caches
-        inbox.put_nowait({"type": "websocket.receive", "text": FRAME})
+        inbox.put_nowait({"type": "websocket.receive", "text": frame})
     frames_total = frames + frames // 10
     while echoed < frames // 10:  # noqa: ASYNC110 - polling a counter the app bumps
         await asyncio.sleep(0.001)
     start = time.process_time()
     for _ in range(frames):
-        inbox.put_nowait({"type": "websocket.receive", "text": FRAME})
+        inbox.put_nowait({"type": "websocket.receive", "text": frame})
     await asyncio.wait_for(done.wait(), 120)
     elapsed = time.process_time() - start
     await inbox.put({"type": "websocket.disconnect", "code": 1000})
@@ -131,6 +140,10 @@ def variants() -> dict[str, tuple[Callable[..., Any], dict[str, Any], bool]]:
         "traced-1.0": (TracedEcho.as_asgi(), {"MESSAGE_SAMPLE_RATE": 1.0}, True),
         "traced-0.0": (TracedEcho.as_asgi(), {"MESSAGE_SAMPLE_RATE": 0.0}, True),
         "traced-nosdk": (TracedEcho.as_asgi(), {}, False),
+        "traced-1.0-ctx": (TracedEcho.as_asgi(), {"MESSAGE_SAMPLE_RATE": 1.0,
+                                                  "JSON_CONTEXT_TO_CLIENT": True}, True),
+        "traced-1.0-carrier": (TracedEcho.as_asgi(), {"MESSAGE_SAMPLE_RATE": 1.0,
+                                                      "JSON_TRACEPARENT_KEY": "otel"}, True),
     }
 
 
@@ -147,7 +160,7 @@ def main() -> None:
         else:
             _telemetry.configure(NoOpTracerProvider(), NoOpMeterProvider())
         with override_settings(OTEL_CHANNELS=config):
-            print(asyncio.run(drive(app, args.frames)))
+            print(asyncio.run(drive(app, args.frames, FRAME_OF.get(args.only, FRAME))))
         return
     results: dict[str, list[float]] = {name: [] for name in variants()}
     for round_number in range(args.rounds):
@@ -159,7 +172,7 @@ def main() -> None:
             else:
                 _telemetry.configure(NoOpTracerProvider(), NoOpMeterProvider())
             with override_settings(OTEL_CHANNELS=config):
-                elapsed = asyncio.run(drive(app, args.frames))
+                elapsed = asyncio.run(drive(app, args.frames, FRAME_OF.get(name, FRAME)))
             results[name].append(args.frames / elapsed)
             TRACER_PROVIDER.force_flush()
     base = statistics.median(results["plain"])

@@ -29,7 +29,8 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-__all__ = ["attach", "detach", "format_traceparent", "parse_traceparent", "remote_context"]
+__all__ = ["attach", "client_traceparent", "detach", "format_traceparent", "parse_traceparent",
+           "remote_context"]
 
 #: Fields ``broadcast()`` adds next to the instrumentor's: the SSE event id the replay
 #: log gave the message, the id before it, and the group it was numbered in.
@@ -42,6 +43,17 @@ _MAX_TRACESTATE = 512  # W3C: 32 members of at most 256 chars is the hard cap; k
 def format_traceparent(ctx: SpanContext) -> str:
     """W3C ``traceparent`` of a span context (cheaper than a propagator round trip)."""
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def client_traceparent(ctx: SpanContext) -> str:
+    """W3C ``traceparent`` for a client to read: of the flags, only the sampled bit.
+
+    The SDK sets W3C Level 2's random-trace-id bit (``-03``) on root spans; Level 1
+    parsers (OpenTelemetry Go before 2026, older JS and Java agents) refuse a
+    version-00 value with any flag but ``00`` / ``01``, and extract nothing. Layer
+    carriers between our own workers keep :func:`format_traceparent` (issue 18).
+    """
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{'01' if ctx.trace_flags.sampled else '00'}"
 
 
 def parse_traceparent(value: Any, tracestate: Any = None) -> SpanContext | None:
@@ -71,14 +83,41 @@ def parse_traceparent(value: Any, tracestate: Any = None) -> SpanContext | None:
 
 
 def json_traceparent(text: str, key: str) -> SpanContext | None:
-    """The context under ``key`` (and ``"tracestate"``) of a JSON object text, if valid."""
+    """The context under ``key`` of a JSON object text, if valid.
+
+    A W3C ``traceparent`` string (with a top-level ``"tracestate"``), or a carrier
+    object (``{"traceparent": ..., "tracestate": ...}``, what a propagator injects;
+    at most :data:`MAX_OBJECT_ENTRIES` string entries of :data:`MAX_OBJECT_CHARS`).
+    """
     try:
         content = json.loads(text)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return None
     if not isinstance(content, dict):
         return None
-    return parse_traceparent(content.get(key), content.get("tracestate"))
+    value = content.get(key)
+    if isinstance(value, dict):
+        carrier = bounded(value)
+        return extract(carrier)[0] if carrier is not None else None
+    return parse_traceparent(value, content.get("tracestate"))
+
+
+#: Bounds of a carrier object a client sends in a frame: what a propagator injects is a
+#: few short entries (W3C: traceparent, tracestate <= 512, baggage <= 8192 by the spec).
+MAX_OBJECT_ENTRIES = 16
+MAX_OBJECT_CHARS = 8192
+
+
+def bounded(value: dict[Any, Any]) -> dict[str, str] | None:
+    """``value`` if it is a carrier object within the bounds (all str), else None."""
+    if len(value) > MAX_OBJECT_ENTRIES:
+        return None
+    total = 0
+    for name, item in value.items():
+        if name.__class__ is not str or item.__class__ is not str:
+            return None
+        total += len(name) + len(item)
+    return value if total <= MAX_OBJECT_CHARS else None
 
 
 def _reseed() -> None:

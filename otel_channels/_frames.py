@@ -4,19 +4,23 @@
   a frame over them is rejected with the RFC 6455 close code that says why;
 * :func:`bad_frame`: what a JSON consumer cannot decode, and the code it closes with;
 * :class:`FrameParent`: the parent and links of a frame's ``receive`` span, or
-  None when the frame is not sampled (decided before anything is allocated).
+  None when the frame is not sampled (decided before anything is allocated), and
+  the baggage its handler runs under.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext
 
-from . import _carrier, _sampling
+from . import _sampling
+from ._client_context import FrameContext, read_frame, trusted
 from .conf import Config
 
 EMPTY = otel_context.Context()
@@ -108,15 +112,19 @@ class FrameParent:
     """Where a connection's ``receive`` spans go (``FRAME_TRACE_MODE``, ``CLIENT_CONTEXT``).
 
     A new trace linking ``connect`` (``"link"``, default), or a child of it
-    (``"child"``), or a child of a ``traceparent`` carried in a JSON frame.
+    (``"child"``), or a child of the context a client put in a JSON frame (a
+    ``traceparent`` string or a carrier object, see :mod:`._client_context`).
     ``MESSAGE_SAMPLE_RATE`` is applied here, from the client's trace id when it
-    sent one (so retries of one client trace agree).
+    sent one (so retries of one client trace agree). The frame's baggage, merged
+    over the handshake's, is the handler's whatever the decision.
     """
 
     def __init__(self, config: Config, connect: SpanContext | None,
-                 base: otel_context.Context = EMPTY) -> None:
+                 base: otel_context.Context = EMPTY,
+                 scope: Mapping[str, Any] | None = None) -> None:
         self.rate = config.MESSAGE_SAMPLE_RATE
         self.trust = config.CLIENT_CONTEXT
+        self.scope = scope  # "authenticated" asks its user, per frame that carries context
         self.child = config.FRAME_TRACE_MODE == "child"
         key = config.JSON_TRACEPARENT_KEY
         self.key = key if key and self.trust != "ignore" else None
@@ -124,28 +132,57 @@ class FrameParent:
         self.needle = f'"{key}"' if self.key else None
         self.connect = connect if connect is not None and connect.is_valid else None
         self.base = base  # the handshake's baggage, if any
+        #: ``(text, decoded)`` of the last frame parsed here, for the consumer to reuse.
+        self.parsed: tuple[str, Any] | None = None
 
-    def client(self, json_text: str | None) -> SpanContext | None:
+    def client(self, json_text: str | None) -> FrameContext | None:
+        """The context a JSON frame carries (None for the common frame without the key)."""
         if json_text is None or self.needle is None or self.needle not in json_text:
             return None
-        return _carrier.json_traceparent(json_text, self.key)  # type: ignore[arg-type]
+        try:
+            content = json.loads(json_text)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+            return None
+        self.parsed = (json_text, content)
+        if content.__class__ is not dict:
+            return None
+        return read_frame(content, self.key, self.base)  # type: ignore[arg-type]
+
+    def take(self, text: Any) -> Any:
+        """The decoded frame ``text`` if :meth:`client` parsed it, once; else :data:`UNPARSED`."""
+        parsed = self.parsed
+        if parsed is None or parsed[0] is not text:
+            return UNPARSED
+        self.parsed = None
+        return parsed[1]
 
     def decide(self, json_text: str | None) -> tuple[otel_context.Context, list[Link]] | None:
         """``(parent context, links)``, or None when the frame is not sampled."""
+        return self.place(self.client(json_text))
+
+    def place(self, client: FrameContext | None) -> tuple[otel_context.Context, list[Link]] | None:
+        """``(parent context, links)`` of a frame that carried ``client``; None: not sampled."""
         rate, connect = self.rate, self.connect
-        client = self.client(json_text)
-        if client is not None and self.trust == "parent":
-            if not _sampling.keep_trace(client.trace_id, rate):
+        if client is None:
+            remote, base = None, self.base
+        else:
+            remote, base = client
+        if remote is not None and trusted(self.trust, self.scope):
+            if not _sampling.keep_trace(remote.trace_id, rate):
                 return None
             links = [Link(connect)] if connect is not None else []
-            return trace.set_span_in_context(trace.NonRecordingSpan(client), self.base), links
+            return trace.set_span_in_context(trace.NonRecordingSpan(remote), base), links
         if self.child and connect is not None:
             if not (connect.trace_flags.sampled and _sampling.draw(rate)):
                 return None
-            return trace.set_span_in_context(trace.NonRecordingSpan(connect), self.base), []
+            return trace.set_span_in_context(trace.NonRecordingSpan(connect), base), []
         if not _sampling.draw(rate):
             return None
         links = [Link(connect)] if connect is not None else []
-        if client is not None:
-            links.append(Link(client))  # "link": the client cannot force sampling
-        return self.base, links
+        if remote is not None:
+            links.append(Link(remote))  # "link": the client cannot force sampling
+        return base, links
+
+
+#: :meth:`FrameParent.take` found nothing to reuse.
+UNPARSED: Any = object()

@@ -31,6 +31,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from . import _carrier, _telemetry
 from . import _semconv as sc
+from ._client_context import trusted
 from ._close import classify_close
 from ._frames import size_of
 from ._names import redact_query
@@ -102,7 +103,8 @@ def handshake_context(
     ``?traceparent=`` when ``QUERY_TRACEPARENT`` is on (browsers cannot set
     WebSocket headers). ``CLIENT_CONTEXT`` decides: the client's span is the
     parent, only a link (a client never forces sampling or joins our traces),
-    or ignored. Baggage is kept unless the client context is ignored.
+    the parent only for an authenticated user (``"authenticated"``, a link
+    otherwise), or ignored. Baggage is kept unless the client context is ignored.
     """
     if config.CLIENT_CONTEXT == "ignore":
         return EMPTY, []
@@ -114,7 +116,7 @@ def handshake_context(
     base = baggage_of(extracted)
     if client is None:
         return base, []
-    if config.CLIENT_CONTEXT == "parent":
+    if trusted(config.CLIENT_CONTEXT, scope):
         return trace.set_span_in_context(trace.NonRecordingSpan(client), base), []
     return base, [Link(client)]
 

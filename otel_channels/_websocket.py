@@ -23,6 +23,7 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Status, StatusCode
 
 from . import _process, _sampling, _spans, _telemetry
@@ -37,6 +38,7 @@ Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 _DROPPED_SPAN = _sampling.DROPPED_SPAN
+_EMPTY = _spans.EMPTY
 
 
 async def _nothing() -> None:
@@ -56,12 +58,14 @@ class Connection:
         self.guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
         self.ignored = config.IGNORED_FRAMES
         self.trace_sends = config.SEND_EVENTS or config.SEND_SPANS
+        #: ``JSON_CONTEXT_TO_CLIENT``: the key dict frames ``send_json`` sends get, or None.
+        self.to_client = config.JSON_TRACEPARENT_KEY if config.JSON_CONTEXT_TO_CLIENT else None
         #: No SDK and no message policy: a channel-layer message only loses its carrier.
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
         self.name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None)
+        self.frame_parent = FrameParent(config, None, scope=scope)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.under_dropped = self.active
@@ -84,10 +88,11 @@ class Connection:
         self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
         self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
 
-    async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        """Handle ``message`` with ``span`` current; its exception recorded, then ended."""
+    async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch,
+                   base: Context) -> Any:
+        """Handle ``message`` with ``span`` current in ``base``; exception recorded, then ended."""
         self.active_span = span
-        token = _spans.activate(span, self.base)
+        token = _spans.activate(span, base)
         try:
             return await dispatch(message)
         except BaseException as exc:
@@ -113,7 +118,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
-        self.frame_parent = FrameParent(config, context, self.base)
+        self.frame_parent = FrameParent(config, context, self.base, scope)
         self.connect_span = span
         self.active_span = span
         token = _spans.activate(span, self.base)
@@ -207,12 +212,15 @@ class Connection:
                 return self._reject(rejection)
         if self.ignored and text is not None and text in self.ignored:
             return dispatch(message)
-        decided = self.frame_parent.decide(text if json_frames else None)
+        frame_parent = self.frame_parent  # client: None unless the frame holds the JSON key
+        client = frame_parent.client(text) if json_frames else None
+        decided = frame_parent.place(client)
         if decided is None or not self.cap.take():
-            # Not sampled: no span, no histogram; what the handler starts is dropped too.
-            if self.under_dropped:
+            # Not sampled: no span, no histogram; what the handler starts is dropped (baggage kept).
+            base = self.base if client is None else client.base
+            if base is _EMPTY and self.under_dropped:
                 return dispatch(message)
-            return self._untraced(message, dispatch)
+            return self._untraced(message, dispatch, base)
         parent, links = decided
         size = size_of(text, message.get("bytes") if text is None else None)
         self.telemetry.websocket_message_size.record(size, self.attrs_in)
@@ -222,10 +230,10 @@ class Connection:
         if hook is not None and span.is_recording():
             with contextlib.suppress(Exception):  # a user hook must never break the connection
                 hook(span, self.scope, message)
-        return self._run(span, message, dispatch)
+        return self._run(span, message, dispatch, parent)  # parent: the frame's baggage
 
-    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
-        token = _spans.activate(_DROPPED_SPAN, self.base)
+    async def _untraced(self, message: dict[str, Any], dispatch: Dispatch, base: Context) -> Any:
+        token = _spans.activate(_DROPPED_SPAN, base)
         self.active_span = _DROPPED_SPAN
         try:
             return await dispatch(message)
@@ -275,7 +283,7 @@ class Connection:
         span = _spans.start_disconnect(
             self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name, self.connect_link,
             duration, attributes, close_code=code)
-        return await self._run(span, message, dispatch)
+        return await self._run(span, message, dispatch, self.base)
 
     def finish(self) -> None:
         """Runs exactly once when the consumer's ``__call__`` exits, however it exits."""

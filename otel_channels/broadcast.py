@@ -83,7 +83,8 @@ async def abroadcast(
         await layer.group_send(group, message)
         return None
     current = trace.get_current_span().get_span_context()
-    traceparent = _carrier.format_traceparent(current) if current.is_valid else None
+    # Replayed to SSE clients as their "traceparent:" field: only the sampled flag bit.
+    traceparent = _carrier.client_traceparent(current) if current.is_valid else None
     explicit = normalise_id(id) if id is not None else None
     event_id, prev = await log.append(group, message, traceparent, explicit_id=explicit)
     # The instrumentor merges its carrier into this dict (see _carrier.attach).

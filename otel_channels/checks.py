@@ -8,6 +8,8 @@ otel_channels.W001     unknown key in ``OTEL_CHANNELS``
 otel_channels.E002     wrong type or value for a key
 otel_channels.E003     a dotted path (``SPAN_HOOK``, ``GROUP_TEMPLATE``) does not import
 otel_channels.W002     an ``OTEL_PYTHON_CHANNELS_*`` variable with a value the key refuses
+otel_channels.W003     ``JSON_CONTEXT_TO_CLIENT`` on with ``JSON_TRACEPARENT_KEY`` None: no
+                       key to write the context under, nothing is added
 otel_channels.W010     a channels-redis or channels-valkey host whose ``socket_timeout``
                        would cut the layer's own blocking reads (redis-py 8 and
                        valkey-py 6 default: 5 s)
@@ -84,6 +86,15 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                     hint="Give the dotted path of a callable, or the callable itself.",
                     id="otel_channels.E003",
                 ))
+    if value.get("JSON_CONTEXT_TO_CLIENT") is True and "JSON_TRACEPARENT_KEY" in value and (
+            value["JSON_TRACEPARENT_KEY"] is None):
+        messages.append(Warning(
+            f"{SETTING_NAME}['JSON_CONTEXT_TO_CLIENT'] is on but JSON_TRACEPARENT_KEY is None: "
+            "frames sent to clients get no trace context.",
+            hint="Set JSON_TRACEPARENT_KEY to the key your clients read (\"traceparent\" for a "
+                 "top-level W3C traceparent, any other name for a carrier object).",
+            id="otel_channels.W003",
+        ))
     return messages
 
 

@@ -88,12 +88,13 @@ class Config:
     FRAME_TRACE_MODE: str = _setting("link", _one_of("link", "child"), "'link' or 'child'")
     GROUP_MESSAGE_PARENT: str = _setting("producer", _one_of("producer", "link"),
                                          "'producer' or 'link'")
-    CLIENT_CONTEXT: str = _setting("parent", _one_of("parent", "link", "ignore"),
-                                   "'parent', 'link' or 'ignore'")
+    CLIENT_CONTEXT: str = _setting("parent", _one_of("parent", "link", "ignore", "authenticated"),
+                                   "'parent', 'link', 'ignore' or 'authenticated'")
     QUERY_TRACEPARENT: bool = _setting(False, _is_bool, "a bool")
     JSON_TRACEPARENT_KEY: str | None = _setting(
         "traceparent", lambda v: v is None or (isinstance(v, str) and v != ""),
-        "a non-empty str or None")
+        "a non-empty str or None (the key whose value in a JSON frame is a W3C traceparent "
+        "string or a carrier object of strings)")
     MAX_FRAME_SIZE: int | None = _setting(None, _is_positive_int_or_none,
                                           "a positive int (bytes) or None")
     SSE_HEARTBEAT: float = _setting(15, _is_positive_number, "a positive number of seconds")
@@ -130,6 +131,7 @@ class Config:
     SSE_RETRY: int | None = _setting(None, _is_positive_int_or_none,
                                      "a positive int (milliseconds) or None")
     SSE_TRACEPARENT_FIELD: bool = _setting(False, _is_bool, "a bool")
+    JSON_CONTEXT_TO_CLIENT: bool = _setting(False, _is_bool, "a bool")
 
 
 #: The settings table: key -> Spec (default, validator, expected), in field order.

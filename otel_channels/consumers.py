@@ -14,8 +14,10 @@ global OpenTelemetry providers). Spans and metrics: see the README.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction
 from channels.generic.websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
@@ -23,7 +25,8 @@ from channels.generic.websocket import (
     WebsocketConsumer,
 )
 
-from ._frames import MALFORMED_JSON, bad_frame
+from ._client_context import stamp
+from ._frames import MALFORMED_JSON, UNPARSED, bad_frame
 from ._websocket import TracedConsumerMixin
 
 __all__ = [
@@ -48,12 +51,26 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
     With ``BAD_FRAME_POLICY`` ``"close"`` or ``"error_frame"``, an undecodable
     frame closes the socket (1003 binary, 1007 empty / malformed JSON) or gets
     ``{"type": "error", "error": kind}`` instead of Channels' ``ValueError``.
+    With ``JSON_CONTEXT_TO_CLIENT``, ``send_json`` of a dict adds the current
+    sampled span's context (docs/clients.md, "Non-Python clients").
     """
 
     _otel_json_frames = True
+    #: ``decode_json`` is Channels' ``json.loads``: a frame parsed for its trace context
+    #: is not parsed again (a subclass with its own ``decode_json`` parses every frame).
+    _otel_reuse_parse = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._otel_reuse_parse = _decoder(cls) is _decoder(JsonWebsocketConsumer)
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                 **kwargs: Any) -> None:
+        frame_parent = self._otel.frame_parent
+        if frame_parent.parsed is not None and self._otel_reuse_parse:
+            content = frame_parent.take(text_data)
+            if content is not UNPARSED:
+                return self.receive_json(content, **kwargs)
         if self._otel.config.BAD_FRAME_POLICY == "raise":
             return super().receive(text_data, bytes_data, **kwargs)  # Channels' behaviour
         bad = bad_frame(text_data, bytes_data)
@@ -70,17 +87,34 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
         else:
             self.send_json({"type": "error", "error": kind})
 
+    def send_json(self, content: Any, close: bool = False) -> None:
+        connection = self.__dict__.get("_otel")
+        if connection is not None and connection.to_client and content.__class__ is dict:
+            content = stamp(content, connection.to_client)
+        super().send_json(content, close)
+
 
 class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketConsumer):
     """:class:`channels.generic.websocket.AsyncJsonWebsocketConsumer`, traced.
 
-    ``BAD_FRAME_POLICY`` applies as in :class:`TracedJsonWebsocketConsumer`.
+    ``BAD_FRAME_POLICY`` and ``JSON_CONTEXT_TO_CLIENT`` apply as in
+    :class:`TracedJsonWebsocketConsumer`.
     """
 
     _otel_json_frames = True
+    _otel_reuse_parse = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._otel_reuse_parse = _decoder(cls) is _decoder(AsyncJsonWebsocketConsumer)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                       **kwargs: Any) -> None:
+        frame_parent = self._otel.frame_parent
+        if frame_parent.parsed is not None and self._otel_reuse_parse:
+            content = frame_parent.take(text_data)
+            if content is not UNPARSED:
+                return await self.receive_json(content, **kwargs)
         if self._otel.config.BAD_FRAME_POLICY == "raise":
             return await super().receive(text_data, bytes_data, **kwargs)
         bad = bad_frame(text_data, bytes_data)
@@ -96,3 +130,17 @@ class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketCo
             await self.close(code)
         else:
             await self.send_json({"type": "error", "error": kind})
+
+    # A plain function returning Channels' coroutine: no coroutine frame of ours per send.
+    @markcoroutinefunction
+    def send_json(self, content: Any, close: bool = False) -> Coroutine[Any, Any, None]:
+        connection = self.__dict__.get("_otel")
+        if connection is not None and connection.to_client and content.__class__ is dict:
+            content = stamp(content, connection.to_client)
+        return super().send_json(content, close)
+
+
+def _decoder(cls: type) -> Any:
+    """The function behind a consumer class's ``decode_json`` classmethod."""
+    method = getattr(cls, "decode_json", None)
+    return getattr(method, "__func__", method)

@@ -32,6 +32,11 @@ def test_defaults_are_clean():
     ({"CARRIER_KEY": "type"}, ["otel_channels.E002"]),
     ({"SPAN_HOOK": "no.such.module.hook"}, ["otel_channels.E003"]),
     ({"AUTO_INSTRUMENT": True, "MAX_FRAME_SIZE": 1024, "JSON_TRACEPARENT_KEY": None}, []),
+    ({"CLIENT_CONTEXT": "authenticated", "JSON_TRACEPARENT_KEY": "trace_flags",
+      "JSON_CONTEXT_TO_CLIENT": True}, []),
+    ({"JSON_CONTEXT_TO_CLIENT": "yes"}, ["otel_channels.E002"]),
+    ({"JSON_TRACEPARENT_KEY": ""}, ["otel_channels.E002"]),
+    ({"JSON_CONTEXT_TO_CLIENT": True, "JSON_TRACEPARENT_KEY": None}, ["otel_channels.W003"]),
 ])
 def test_settings_checks(value, expected):
     with override_settings(OTEL_CHANNELS=value):
@@ -130,3 +135,9 @@ def test_environment_settings_for_zero_code_users(monkeypatch):
         (message,) = check_settings()
     assert message.id == "otel_channels.W002"
     assert "OTEL_PYTHON_CHANNELS_MAX_PROCESS_SPANS_PER_BROADCAST='-3'" in message.msg
+
+
+def test_the_json_key_check_says_what_the_key_may_hold():
+    with override_settings(OTEL_CHANNELS={"JSON_TRACEPARENT_KEY": 5}):
+        [message] = check_settings()
+    assert "W3C traceparent string or a carrier object" in message.msg

@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, T
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-from otel_channels._carrier import format_traceparent
+from otel_channels._carrier import client_traceparent, format_traceparent
 from otel_channels.client import TracedWebSocketClient, _common
 from otel_channels.client import websocket as websocket_module
 from tests._compat import timeout as time_limit
@@ -177,7 +177,8 @@ async def test_send_spans_inject_traceparent_and_echo_continues_the_trace(
     connect = spans.one("connect /echo/<r>/")
     receive = spans.one("receive /echo/<r>/")
     wire = json.loads(server.received[0])
-    assert wire == {"text": "secret payload words", "traceparent": format_traceparent(send.context)}
+    assert wire == {"text": "secret payload words", "traceparent": client_traceparent(send.context)}
+    assert wire["traceparent"].endswith("-01")  # the sampled bit only (issue 18)
     assert json.loads(echoed) == wire
     assert send.kind is SpanKind.PRODUCER
     assert send.parent is None  # nothing current: the client starts the trace
@@ -208,7 +209,7 @@ async def test_send_without_spans_adds_an_event_and_injects_the_current_span(
         await ws.recv()
     assert spans.named("send /echo/<r>/") == []
     assert json.loads(server.received[0]) == {
-        "n": 1, "traceparent": format_traceparent(work.get_span_context())}
+        "n": 1, "traceparent": client_traceparent(work.get_span_context())}
     assert json.loads(server.received[1]) == {"n": 2}
     (work_span,) = spans.named("work")
     (event,) = work_span.events
@@ -248,7 +249,7 @@ async def test_json_traceparent_key_is_configurable(server: EchoServer, spans: A
         await ws.send({"a": 1, "tp_other": 2})
         await ws.recv()
     send = spans.one("send r")
-    assert json.loads(server.received[0])["tp"] == format_traceparent(send.context)
+    assert json.loads(server.received[0])["tp"] == client_traceparent(send.context)
     assert spans.one("receive r").parent.span_id == send.context.span_id
 
     spans.clear()

@@ -386,7 +386,7 @@ def _encode(message: Any, key: str | None, ctx: SpanContext) -> str | bytes:
         return bytes(message)
     if isinstance(message, dict) and key and ctx.is_valid and key not in message:
         message = dict(message)  # never mutate the caller's dict
-        message[key] = _carrier.format_traceparent(ctx)
+        message[key] = _carrier.client_traceparent(ctx)  # "-01": W3C Level 1 servers too
         if ctx.trace_state and "tracestate" not in message:
             message["tracestate"] = ctx.trace_state.to_header()
     return json.dumps(message, separators=(",", ":"))

@@ -242,12 +242,16 @@ class Hub:
     async def _deliver(self, sub: GroupSubscription, message: dict[str, Any],
                        carrier: dict[str, Any] | None, raw: dict[str, Any],
                        span: trace.Span | None) -> None:
-        producer_tp = carrier.get("traceparent") if carrier else None
-        traceparent: str | None
+        # The SSE "traceparent:" field is for clients to read: only the sampled flag bit
+        # (W3C Level 1 parsers refuse -03, see _carrier.client_traceparent), and a
+        # producer's value that does not parse is not passed on.
+        traceparent: str | None = None
         if span is not None and span.get_span_context().trace_flags.sampled:
-            traceparent = _carrier.format_traceparent(span.get_span_context())
+            traceparent = _carrier.client_traceparent(span.get_span_context())
         else:
-            traceparent = producer_tp if isinstance(producer_tp, str) else None
+            producer = _carrier.remote_context(carrier)
+            if producer is not None:
+                traceparent = _carrier.client_traceparent(producer)
         try:
             envelopes = await sub.number(self.alias, message, carrier, raw, traceparent)
         except asyncio.CancelledError:
