@@ -23,14 +23,13 @@ from tests._servers import two_workers
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.multiprocess,
               pytest.mark.timeout(240)]
 
-WS_ROUTE = "/ws/chat-traced/<room>/"
 SSE_ROUTE = "/events/<room>/"
-SETTINGS = json.dumps({"QUERY_TRACEPARENT": True, "SSE_TRACEPARENT_FIELD": True})
+SETTINGS = {"QUERY_TRACEPARENT": True, "SSE_TRACEPARENT_FIELD": True}
 
-CHAT = """(room) => new Promise((resolve, reject) => {
+CHAT = """([path, room, key]) => new Promise((resolve, reject) => {
   const { TracedWebSocket } = window.traced;
-  const ws = new TracedWebSocket(`/ws/chat-traced/${room}/`, undefined,
-                                 { route: "/ws/chat-traced/<room>/" });
+  const ws = new TracedWebSocket(`/ws/${path}/${room}/`, undefined,
+                                 { route: `/ws/${path}/<room>/`, jsonTraceparentKey: key });
   window.ws = ws; window.got = []; window.handled = [];
   ws.addEventListener("message", (event) => {
     window.got.push(JSON.parse(event.data).text);
@@ -59,17 +58,25 @@ def named(spans: list[Span], name: str, service: str | None = None) -> list[Span
     return [s for s in spans if s.name == name and (service is None or s.service == service)]
 
 
-def test_one_trace_from_sender_page_to_every_receiving_page(context: Any, redis_url: str) -> None:  # noqa: F811
+@pytest.mark.parametrize(("path", "key", "settings"), [
+    # The consumer injects its process span's context itself (propagate.inject).
+    ("chat-traced", "traceparent", {}),
+    # A plain traced consumer with JSON_CONTEXT_TO_CLIENT, and a carrier object both ways.
+    ("chat", "_ctx", {"JSON_CONTEXT_TO_CLIENT": True, "JSON_TRACEPARENT_KEY": "_ctx"}),
+], ids=["inject-traceparent", "context-to-client-carrier"])
+def test_one_trace_from_sender_page_to_every_receiving_page(
+    context: Any, redis_url: str, path: str, key: str, settings: dict[str, Any],  # noqa: F811
+) -> None:
     room = f"e{uuid.uuid4().hex[:8]}"
-    with two_workers(redis_url, prefix="browser", extra_env={"OTEL_CHANNELS_JSON": SETTINGS}) as (
-        receiver, a, b,
-    ):
+    env = {"OTEL_CHANNELS_JSON": json.dumps({**SETTINGS, **settings})}
+    ws_route = f"/ws/{path}/<room>/"
+    with two_workers(redis_url, prefix="browser", extra_env=env) as (receiver, a, b):
         otlp = receiver.endpoint
         page_a = open_page(context, a.url, otlp, "browser-a")
         page_b = open_page(context, b.url, otlp, "browser-b")
         follower = open_page(context, b.url, otlp, "follower")
-        assert page_a.evaluate(CHAT, room) == 1
-        assert page_b.evaluate(CHAT, room) == 1
+        assert page_a.evaluate(CHAT, [path, room, key]) == 1
+        assert page_b.evaluate(CHAT, [path, room, key]) == 1
         assert follower.evaluate(FOLLOW, room) == 1
         # The follower's stream is subscribed once its connect span is on the server.
         receiver.wait_for(lambda spans: any(
@@ -82,7 +89,7 @@ def test_one_trace_from_sender_page_to_every_receiving_page(context: Any, redis_
         for page in (page_a, page_b, follower):
             flush(page)
 
-        send_name, receive_ws = f"send {WS_ROUTE}", f"receive {WS_ROUTE}"
+        send_name, receive_ws = f"send {ws_route}", f"receive {ws_route}"
 
         def complete(spans: list[Span]) -> bool:
             sends = named(spans, send_name, "browser-a")
@@ -102,7 +109,7 @@ def test_one_trace_from_sender_page_to_every_receiving_page(context: Any, redis_
 
         assert send.kind == "PRODUCER"
         assert send.attributes["messaging.operation.type"] == "send"
-        assert send.attributes["url.template"] == WS_ROUTE
+        assert send.attributes["url.template"] == ws_route
         assert send.attributes["websocket.message.type"] == "text"
         assert send.attributes["messaging.message.body.size"] > len('{"text":"hello from A"}')
         (server_receive,) = named(trace, receive_ws, "worker-a")
@@ -142,7 +149,7 @@ def test_one_trace_from_sender_page_to_every_receiving_page(context: Any, redis_
         # Each receive links its connection's connect span; the server's connect span is the
         # child of the browser's (the handshake's ?traceparent=).
         for service, receive in (("browser-b", receive_b), ("follower", receive_f)):
-            route = SSE_ROUTE if service == "follower" else WS_ROUTE
+            route = SSE_ROUTE if service == "follower" else ws_route
             (connect,) = named(spans, f"connect {route}", service)
             assert connect.kind == "CLIENT"
             assert receive.links == [(connect.trace_id, connect.span_id)]
