@@ -30,6 +30,9 @@ WEBSOCKET_PAGE = """([kind, url]) => new Promise((resolve) => {
   const log = [];
   const same = (u) => u === new URL(url, location.href).href.replace(/^http/, "ws");
   log.push(["statics", WS.CONNECTING, WS.OPEN, WS.CLOSING, WS.CLOSED]);
+  for (const bad of ["ftp://example.com/", "ws://[::1"]) {
+    try { new WS(bad); log.push(["accepted", bad]); } catch (e) { log.push(["bad url", e.name]); }
+  }
   const ws = new WS(url);
   log.push(["new", ws.readyState, same(ws.url), ws.protocol, ws.binaryType, ws.bufferedAmount,
             ws.CONNECTING, ws.OPEN, ws.onmessage]);
@@ -100,6 +103,7 @@ def test_drop_in_for_the_native_classes_with_and_without_the_sdk(context: Any) -
         assert native[-1] == ["onclose", True, 1000, "", True, 3]  # daphne echoes no reason
         assert ["send while connecting", "InvalidStateError"] in native
         assert ["close(1001)", "InvalidAccessError"] in native
+        assert native[1:3] == [["bad url", "SyntaxError"]] * 2
         for page in (traced, idle, bare):
             assert page.evaluate(WEBSOCKET_PAGE, ["traced", url])["log"] == native
 

@@ -296,7 +296,12 @@ export class TracedWebSocket extends EventTarget {
       protocols = undefined;
     }
     const base = typeof location !== "undefined" ? location.href : undefined;
-    const parsed = new URL(String(url), base);
+    let parsed;
+    try {
+      parsed = new URL(String(url), base);
+    } catch {
+      throw new DOMException(`The URL '${url}' is invalid.`, "SyntaxError");  // as natively
+    }
     if (parsed.protocol === "http:") parsed.protocol = "ws:";
     else if (parsed.protocol === "https:") parsed.protocol = "wss:";
     this._url = parsed;
@@ -356,8 +361,14 @@ export class TracedWebSocket extends EventTarget {
         target = withContext.href;
       }
     }
-    const socket = this._protocols === undefined ? new WebSocket(target)
-      : new WebSocket(target, this._protocols);
+    let socket;
+    try {
+      socket = this._protocols === undefined ? new WebSocket(target)
+        : new WebSocket(target, this._protocols);
+    } catch (error) {  // a bad URL or subprotocol: the native SyntaxError, span ended
+      if (span) recorder.failed(span, error.name || "SyntaxError", String(error.message));
+      throw error;
+    }
     socket.binaryType = this._binaryType;
     this._socket = socket;
     socket.onopen = () => {
@@ -654,6 +665,10 @@ export class TracedEventSource extends EventTarget {
         credentials: this._withCredentials ? "include" : "same-origin",
       });
     } catch (error) {
+      if (this._state === TracedEventSource.CLOSED) {  // close() aborted the request
+        if (span) span.end();
+        return;
+      }
       if (span) recorder.failed(span, error.name || "TypeError", String(error.message));
       this._failures += 1;
       this._retryLater(true);
