@@ -81,6 +81,26 @@ EVENTSOURCE_PAGE = """([kind, url]) => {
 }"""
 
 
+# JSON work the module does for n frames out and n back (each carrying a traceparent).
+JSON_WORK = """([url, n]) => new Promise((resolve) => {
+  const { parse, stringify } = JSON;
+  let parses = 0, stringifies = 0;
+  const frame = stringify({
+    n: 1, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" });
+  JSON.parse = (...args) => { parses += 1; return parse(...args); };
+  JSON.stringify = (...args) => { stringifies += 1; return stringify(...args); };
+  const ws = new window.traced.TracedWebSocket(url);
+  let got = 0;
+  ws.onopen = () => { for (let i = 0; i < n; i++) ws.send(frame); };
+  ws.onmessage = () => {
+    if (++got < n) return;
+    Object.assign(JSON, { parse, stringify });
+    ws.close();
+    resolve([parses, stringifies]);
+  };
+})"""
+
+
 def _worker(receiver: OTLPReceiver | None = None, **env: str) -> DaphneWorker:
     return DaphneWorker({**(receiver.env() if receiver else {}), "OTEL_CHANNELS_JSON": SETTINGS,
                          **env}, name="worker")
@@ -144,6 +164,12 @@ def test_drop_in_for_the_native_classes_with_and_without_the_sdk(context: Any) -
         flush(traced)
         spans = receiver.wait_for(lambda spans: len(named(
             spans, f"receive /events/{room}/", "traced")) == 2, 30)
+        # No api given to the module: no JSON parsed or written for tracing, whatever the
+        # frames carry; with one, it reads and writes frames (the check can fail).
+        for page in (idle, bare):
+            assert page.evaluate(JSON_WORK, [url, 50]) == [0, 0]
+        parses, _ = traced.evaluate(JSON_WORK, [url, 50])
+        assert parses >= 100  # each frame out (a key already there wins) and each frame in
         for page in (traced, idle, bare):
             assert page.errors == []
 
