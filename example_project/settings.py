@@ -77,6 +77,11 @@ else:
 OTEL_CHANNELS = {
     # The room page's keep-alive frame (every 15 s per tab): answered, never traced.
     "IGNORED_FRAMES": ['{"action":"ping"}'],
+    # The pages' browser module (otel_channels/otel-channels.js) sends its connect span's
+    # context as ?traceparent= (browsers cannot set WebSocket headers) ...
+    "QUERY_TRACEPARENT": True,
+    # ... and reads the context of the SSE feed's delivery from a traceparent: field.
+    "SSE_TRACEPARENT_FIELD": True,
 }
 
 TEMPLATES = [{

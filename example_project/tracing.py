@@ -19,6 +19,11 @@ one picture, and a page opened later first gets the log's tail (see
 the ``group_send`` makes no span and its deliveries are not traced, otherwise
 every batch would create spans for the next batch, forever.
 
+Spans of the example's pages (the browser module with the OpenTelemetry JS web
+SDK, posted to ``/otlp/v1/traces``, see ``browser_spans``) go through the same
+processor; a batch names who made its spans, so theirs are published as the
+page's (``"client": true``), not as this worker's.
+
 Only names, ids, times, links and a short list of low-cardinality attributes
 leave the process; message payloads never do.
 """
@@ -58,7 +63,8 @@ KEY_ATTRIBUTES = (
     "messaging.destination.template", "messaging.message.body.size", "channels.message.type",
     "channels.message.delivery.delay", "channels.consumer", "channels.connection.status",
     "channels.sse.streams", "websocket.close.code", "websocket.message.type", "error.type",
-    "chat.room", "chat.message.id", "chat.action", "db.system.name",
+    "chat.room", "chat.message.id", "chat.action", "db.system.name", "url.template",
+    "sse.event.type",
 )
 
 
@@ -215,6 +221,14 @@ class LiveSpanProcessor(SpanProcessor):
             batch.append(queue.popleft())
         return batch
 
+    def _origin(self, span: ReadableSpan) -> dict[str, Any]:
+        """Who made ``span``: this worker, or a page whose spans came to ``/otlp/v1/traces``."""
+        resource = span.resource.attributes if span.resource is not None else {}
+        if resource.get("telemetry.sdk.language") == "webjs":  # the OpenTelemetry JS web SDK
+            return {"name": str(resource.get("service.name", "browser")), "pid": None,
+                    "port": None, "client": True}
+        return self.worker.as_dict()
+
     async def publish(self) -> int:
         """Publish everything queued now; returns the number of spans sent."""
         from channels.layers import get_channel_layer
@@ -228,11 +242,16 @@ class LiveSpanProcessor(SpanProcessor):
             batch = self._take()
             if not batch:
                 return sent
-            data = {"worker": self.worker.as_dict(), "spans": [span_record(span) for span in batch]}
-            with suppress_instrumentation():
-                # abroadcast(), not a plain group_send: the batch is logged for replay even
-                # while no page is open, so /traces/ opened later starts with the recent spans.
-                await abroadcast(self.group, "spans", data)
+            by_origin: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+            for span in batch:
+                who = self._origin(span)
+                by_origin.setdefault(who["name"], (who, []))[1].append(span_record(span))
+            for who, records in by_origin.values():
+                data = {"worker": who, "spans": records}
+                with suppress_instrumentation():
+                    # abroadcast(), not a plain group_send: the batch is logged for replay even
+                    # while no page is open, so /traces/ opened later starts with recent spans.
+                    await abroadcast(self.group, "spans", data)
             sent += len(batch)
             self.published += len(batch)
 

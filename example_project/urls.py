@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from .browser_spans import otlp_traces
 from .chat import views
 
 urlpatterns = [
@@ -15,4 +16,6 @@ urlpatterns = [
     path("traces/", views.traces, name="traces"),
     path("traces/events/", views.TraceEventsView.as_view(), name="trace-events"),
     path("stats/", views.stats_view, name="stats"),
+    # The pages' spans (OpenTelemetry JS web SDK, OTLP/HTTP JSON), re-exported by this worker.
+    path("otlp/v1/traces", otlp_traces, name="otlp-traces"),
 ]

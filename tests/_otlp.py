@@ -3,12 +3,16 @@
 Workers export with the real ``OTLPSpanExporter`` / ``OTLPMetricExporter``
 (protobuf over HTTP) to ``receiver.endpoint``; the receiver decodes each
 request with ``opentelemetry-proto`` and keeps flat span and metric records.
+Browser pages export with the OpenTelemetry JS web SDK's OTLP/HTTP exporter
+(JSON, from another origin): the receiver answers CORS preflights and reads
+OTLP/JSON trace requests too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +34,20 @@ def _value(value: AnyValue) -> Any:
     if kind == "array_value":
         return [_value(v) for v in value.array_value.values]
     return getattr(value, kind) if kind else None
+
+
+def _json_value(value: dict[str, Any]) -> Any:
+    for kind, item in value.items():
+        if kind == "arrayValue":
+            return [_json_value(v) for v in item.get("values", [])]
+        if kind == "intValue":
+            return int(item)  # JSON int64 may come as a string
+        return item
+    return None
+
+
+def _json_attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {item["key"]: _json_value(item.get("value", {})) for item in items}
 
 
 def _attributes(items: Any) -> dict[str, Any]:
@@ -69,18 +87,37 @@ class OTLPReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _cors(self) -> None:
+                # Browsers post OTLP/JSON cross-origin: a preflight (Content-Type is not a
+                # CORS-safelisted value) then the POST, whose response must allow the origin.
+                self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", "*"))
+                self.send_header("Access-Control-Allow-Methods", "POST")
+                self.send_header("Access-Control-Allow-Headers", "Content-Type")
+                self.send_header("Access-Control-Max-Age", "600")
+
+            def do_OPTIONS(self) -> None:  # noqa: N802
+                self.send_response(204)
+                self._cors()
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                as_json = self.headers.get("Content-Type", "").startswith("application/json")
                 if self.path.endswith("/v1/traces"):
-                    receiver._traces(body)
+                    receiver._traces_json(body) if as_json else receiver._traces(body)
                 elif self.path.endswith("/v1/metrics"):
                     receiver._metrics(body)
                 self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
+                self._cors()
+                self.send_header("Content-Type",
+                                 "application/json" if as_json else "application/x-protobuf")
+                self.send_header("Content-Length", "2" if as_json else "0")
                 self.end_headers()
+                if as_json:
+                    self.wfile.write(b"{}")
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -121,6 +158,29 @@ class OTLPReceiver:
                         pid=resource.get("process.pid"),
                         status_code=span.status.code,
                         events=[event.name for event in span.events],
+                        resource=resource,
+                    ))
+        with self.lock:
+            self.spans.extend(found)
+
+    def _traces_json(self, body: bytes) -> None:
+        """OTLP/JSON (the JS exporters): ids in hex, kinds and values as in the protobuf."""
+        request = json.loads(body)
+        found = []
+        for resource_spans in request.get("resourceSpans", []):
+            resource = _json_attributes(resource_spans.get("resource", {}).get("attributes", []))
+            for scope_spans in resource_spans.get("scopeSpans", []):
+                for span in scope_spans.get("spans", []):
+                    found.append(Span(
+                        name=span["name"], kind=KINDS.get(span.get("kind", 0), "?"),
+                        trace_id=span["traceId"], span_id=span["spanId"],
+                        parent_span_id=span.get("parentSpanId") or "",
+                        links=[(link["traceId"], link["spanId"]) for link in span.get("links", [])],
+                        attributes=_json_attributes(span.get("attributes", [])),
+                        service=str(resource.get("service.name")),
+                        pid=resource.get("process.pid"),
+                        status_code=int(span.get("status", {}).get("code", 0)),
+                        events=[event["name"] for event in span.get("events", [])],
                         resource=resource,
                     ))
         with self.lock:

@@ -274,6 +274,10 @@ async def test_chat_frame_is_persisted_and_broadcast_to_the_room(server: DaphneW
         await alice.action(action="chat", user=" alice ", text="hello bob")
         to_alice, to_bob = await alice.frame(), await bob.frame()
 
+    # Each delivery carries the context of its own process span (one trace, two spans), so
+    # the pages' receive spans continue the trace; the rest of the frame is the same.
+    tp_alice, tp_bob = to_alice.pop("traceparent").split("-"), to_bob.pop("traceparent").split("-")
+    assert tp_alice[1] == tp_bob[1] and tp_alice[2] != tp_bob[2]
     assert to_alice == to_bob
     message = to_bob["message"]
     assert to_bob["type"] == "chat"

@@ -166,9 +166,19 @@ def test_chat_across_two_workers_follower_and_trace_view(
             card = traces.locator(selector).first
             card.wait_for()
             assert sorted(card.get_attribute("data-workers").split(",")) == sorted([a.name, b.name])
+            # The pages' spans (browser module + web SDK, through /otlp/v1/traces) in the same
+            # trace: A's send at the root, B's and the follower's receives under the deliveries.
+            route = "/ws/chat/<room>/"
+            for span_name, page_name in ((f"send {route}", f"room@{a.name}"),
+                                         (f"receive {route}", f"room@{b.name}"),
+                                         ("receive /rooms/<room>/events/", f"follower@{b.name}")):
+                card.locator(f'.span-row.client[data-span-name="{span_name}"]'
+                             f'[data-worker="{page_name}"]').first.wait_for()
             rows = card.locator(".span-row")
             names = rows.evaluate_all("rows => rows.map(r => r.dataset.spanName)")
-            assert names[0] in ("receive /ws/chat/<room>/", "POST /rooms/<room>/messages/")
+            assert names[0] == f"send {route}"  # typed on page A: the trace starts there
+            assert rows.first.get_attribute("data-worker") == f"room@{a.name}"
+            assert names[1] == f"receive {route}"  # the frame on worker A, child of the send
             assert f"group_send {group}" in names
             # deliveries are drawn as children of the broadcast: indented one level deeper
             depth = rows.evaluate_all(
@@ -181,9 +191,12 @@ def test_chat_across_two_workers_follower_and_trace_view(
             # chip (one per socket, on both workers; the SSE follower's receipt has none)
             process_rows = card.locator(f'.span-row[data-span-name="process {group}"]')
             assert process_rows.locator(".ext-link").count() >= 2
-            colours = card.locator(".bar").evaluate_all(
+            colours = card.locator(".span-row:not(.client) .bar").evaluate_all(
                 "bars => [...new Set(bars.map(b => getComputedStyle(b).backgroundColor))]")
             assert len(colours) == 2  # one colour per worker
+            client_colours = card.locator(".span-row.client .bar").evaluate_all(
+                "bars => [...new Set(bars.map(b => getComputedStyle(b).backgroundColor))]")
+            assert len(client_colours) == 1 and client_colours[0] not in colours  # the pages
 
             # Cross-origin: a page from another origin cannot open a socket on A.
             evil = context.new_page()

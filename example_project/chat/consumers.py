@@ -11,7 +11,7 @@ Server to client::
     {"type": "welcome", "room": "lobby", "worker": {"name": "chat-8000", "pid": 1, "port": 8000}}
     {"type": "history", "messages": [message, ...]}      on join (last 50) and on request
     {"type": "chat", "message": message, "origin": {..., "via": "websocket"},
-     "delivered_by": {"name": "chat-8001", ...}}
+     "delivered_by": {"name": "chat-8001", ...}, "traceparent": "00-..."}
     {"type": "pong", "worker": {...}}
     {"type": "error", "code": "bad_json", "error": "frame is not valid JSON: ..."}
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import Status, StatusCode
 
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
@@ -140,10 +140,14 @@ class ChatConsumer(TracedAsyncJsonWebsocketConsumer):
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A message broadcast to the room, from any worker, view or command."""
-        await self.send_json({
+        frame = {
             "type": "chat", "message": event["message"], "origin": event.get("origin"),
             "delivered_by": worker().as_dict(),
-        })
+        }
+        # The context of this delivery's process span, as "traceparent": the page's
+        # browser module makes its receive span a child of it (one trace, sender to readers).
+        propagate.inject(frame)
+        await self.send_json(frame)
 
     async def error(self, code: str, text: str) -> None:
         span = trace.get_current_span()

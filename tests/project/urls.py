@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import debug, views
+from . import browser, debug, views
 from .sse import RoomEvents
 
 urlpatterns = [
@@ -9,4 +9,5 @@ urlpatterns = [
     path("broadcast/<str:room>/", views.broadcast),
     path("broadcast-event/<str:room>/", views.broadcast_event),
     path("events/<str:room>/", RoomEvents.as_view()),
+    path("_browser/<str:name>", browser.serve),  # tests/test_browser_*.py
 ]

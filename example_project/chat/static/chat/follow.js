@@ -1,5 +1,11 @@
-/* The follower page: a read-only room over EventSource (reconnects and resumes on its own). */
-"use strict";
+/* The follower page: a read-only room over EventSource (reconnects and resumes on its own).
+ *
+ * An ES module: the stream is the app's TracedEventSource (a drop-in for EventSource that
+ * reads the traceparent: field the native class hides), so each event's receive span is the
+ * child of the server's delivery. */
+import { startTracing, TracedEventSource } from "./telemetry.js";
+
+startTracing("follower");
 
 (function () {
   const root = document.getElementById("follow");
@@ -29,11 +35,11 @@
     })
     .catch(() => {});
 
-  const source = new EventSource(root.dataset.events);
+  const source = new TracedEventSource(root.dataset.events, {}, { route: "/rooms/<room>/events/" });
   source.addEventListener("open", () => setStatus("open", "live"));
   source.addEventListener("error", () => {
     // The browser reconnects by itself, sending Last-Event-ID; CLOSED means it gave up.
-    if (source.readyState === EventSource.CLOSED) setStatus("closed", "stream closed");
+    if (source.readyState === TracedEventSource.CLOSED) setStatus("closed", "stream closed");
     else setStatus("connecting", "reconnecting…");
   });
   source.addEventListener("chat.message", (event) => {

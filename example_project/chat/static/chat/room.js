@@ -1,5 +1,10 @@
-/* The room page: chat over a WebSocket that reconnects on its own, with backoff. */
-"use strict";
+/* The room page: chat over a WebSocket that reconnects on its own, with backoff.
+ *
+ * An ES module: the socket is the app's TracedWebSocket (a drop-in for WebSocket), so a
+ * message's trace starts at this page's send and ends in every reader's receive. */
+import { startTracing, TracedWebSocket } from "./telemetry.js";
+
+startTracing("room");
 
 (function () {
   const root = document.getElementById("chat");
@@ -33,7 +38,11 @@
   function connect() {
     clearTimeout(retryTimer);
     setStatus("connecting", attempts ? `reconnecting (try ${attempts + 1})…` : "connecting…");
-    socket = new WebSocket(socketUrl);
+    socket = new TracedWebSocket(socketUrl, undefined, {
+      route: "/ws/chat/<room>/",
+      // Keep-alives stay out of traces, as on the server (IGNORED_FRAMES).
+      ignore: (data) => data === PING || data.startsWith('{"type":"pong"'),
+    });
     socket.addEventListener("open", () => {
       attempts = 0;
       setStatus("open", "connected");

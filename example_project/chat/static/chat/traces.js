@@ -17,10 +17,14 @@
   let paused = false, pending = [], selected = null;
   const dirty = new Set();
 
-  // --- colours: each worker keeps one colour, distinct on this page ---------------------------
+  // --- colours: each worker keeps one colour, distinct on this page; browsers are clients ------
+  const CLIENT_COLOR = "#64748b"; // slate: every page (room, follower) drawn as a client
   function colorOf(worker) {
     let entry = workers.get(worker.name);
-    if (!entry) {
+    if (!entry && worker.client) {
+      entry = { worker, color: CLIENT_COLOR, spans: 0 };
+      workers.set(worker.name, entry);
+    } else if (!entry) {
       const used = new Set([...workers.values()].map((w) => w.color));
       let index = WORKER_PALETTE.indexOf(workerColor(worker.name, worker.port));
       for (let i = 0; i < WORKER_PALETTE.length && used.has(WORKER_PALETTE[index]); i++) {
@@ -57,7 +61,11 @@
 
   function isConnectionOnly(trace) {
     for (const span of trace.spans.values()) {
-      if (!/^(connect|disconnect) /.test(span.name)) return false;
+      if (/^(connect|disconnect) /.test(span.name)) continue;
+      // A page's receive of a frame sent outside any trace (the welcome and history frames
+      // of the handshake): part of connecting too.
+      if (span.worker.client && !span.parent_id && span.kind === "CONSUMER") continue;
+      return false;
     }
     return true;
   }
@@ -129,7 +137,8 @@
     const t1 = Math.max(...rows.map((r) => r.span.end_us));
     const total = Math.max(t1 - t0, 1);
     const pct = (us) => `${((us - t0) / total) * 100}%`;
-    const names = new Set(rows.map((r) => r.span.worker.name));
+    const names = new Set(rows.filter((r) => !r.span.worker.client).map((r) => r.span.worker.name));
+    const clients = new Set(rows.filter((r) => r.span.worker.client).map((r) => r.span.worker.name));
     const fanout = rows.filter((r) => r.span.kind === "CONSUMER" && r.span.name.startsWith("process ")).length;
     const errors = rows.filter((r) => r.span.status === "ERROR").length;
     const root = rows[0].span;
@@ -141,7 +150,7 @@
       fanout ? el("span", { class: "pill fanout", title: "process spans: deliveries of a broadcast" }, `fan-out ×${fanout}`) : null,
       errors ? el("span", { class: "pill error" }, `${errors} error${errors === 1 ? "" : "s"}`) : null,
       el("span", { class: "spacer" }),
-      el("span", { class: "workers" }, [...names].map((name) => {
+      el("span", { class: "workers" }, [...names, ...clients].map((name) => {
         const chip = workerChip(workers.get(name).worker);
         chip.style.setProperty("--worker", workers.get(name).color);
         return chip;
@@ -175,7 +184,7 @@
       const chip = workerChip(span.worker);
       chip.style.setProperty("--worker", color);
       const rowEl = el("div", {
-        class: "span-row" + (selected === span.span_id ? " selected" : ""),
+        class: "span-row" + (span.worker.client ? " client" : "") + (selected === span.span_id ? " selected" : ""),
         dataset: { spanId: span.span_id, spanName: span.name, worker: span.worker.name, kind: span.kind },
         title: `${span.name}\n${span.kind} · ${fmtDuration(duration)} · ${span.worker.name} (pid ${span.worker.pid})`,
         onclick: () => {
@@ -204,7 +213,8 @@
 
     const card = el("section", {
       class: "trace" + (trace.fresh ? " fresh" : ""),
-      dataset: { traceId: trace.id, workers: [...names].sort().join(","), spans: rows.length },
+      dataset: { traceId: trace.id, workers: [...names].sort().join(","),
+                 clients: [...clients].sort().join(","), spans: rows.length },
     }, head, waterfall);
     // Moving a card re-inserts it, which would replay the highlight: play it once.
     card.addEventListener("animationend", () => card.classList.remove("fresh"), { once: true });
