@@ -134,6 +134,11 @@ class FrameParent:
         self.base = base  # the handshake's baggage, if any
         #: ``(text, decoded)`` of the last frame parsed here, for the consumer to reuse.
         self.parsed: tuple[str, Any] | None = None
+        #: The JSON consumer's ``receive`` is Channels' own: ``BAD_FRAME_POLICY`` "raise"
+        #: and no parse to reuse (one attribute test on the common frame).
+        self.raw_policy = self.plain = config.BAD_FRAME_POLICY == "raise"
+        #: An unsampled frame without context of its own: under the handshake's baggage.
+        self.dropped: Decision | None = (base, None) if base else None
 
     def client(self, json_text: str | None) -> FrameContext | None:
         """The context a JSON frame carries (None for the common frame without the key)."""
@@ -144,6 +149,7 @@ class FrameParent:
         except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             return None
         self.parsed = (json_text, content)
+        self.plain = False
         if content.__class__ is not dict:
             return None
         return read_frame(content, self.key, self.base)  # type: ignore[arg-type]
@@ -154,35 +160,50 @@ class FrameParent:
         if parsed is None or parsed[0] is not text:
             return UNPARSED
         self.parsed = None
+        self.plain = self.raw_policy
         return parsed[1]
 
-    def decide(self, json_text: str | None) -> tuple[otel_context.Context, list[Link]] | None:
-        """``(parent context, links)``, or None when the frame is not sampled."""
-        return self.place(self.client(json_text))
-
-    def place(self, client: FrameContext | None) -> tuple[otel_context.Context, list[Link]] | None:
-        """``(parent context, links)`` of a frame that carried ``client``; None: not sampled."""
+    def decide(self, json_text: str | None) -> Decision | None:
+        """``(parent context, links)`` of the frame's ``receive`` span; ``(context, None)``:
+        not sampled, its handler runs under that context's baggage; None: not sampled and
+        no baggage (the connection's idle context will do)."""
+        client = self.client(json_text)
+        if client is not None:
+            return self._carried(client)
         rate, connect = self.rate, self.connect
-        if client is None:
-            remote, base = None, self.base
-        else:
-            remote, base = client
+        if self.child and connect is not None:
+            if not (connect.trace_flags.sampled and _sampling.draw(rate)):
+                return self.dropped
+            return trace.set_span_in_context(trace.NonRecordingSpan(connect), self.base), []
+        if not _sampling.draw(rate):
+            return self.dropped
+        return self.base, [Link(connect)] if connect is not None else []
+
+    def _carried(self, client: FrameContext) -> Decision | None:
+        """:meth:`decide` for a frame that carried context (its span, its baggage, or both)."""
+        rate, connect = self.rate, self.connect
+        remote, base = client
+        dropped = (base, None) if base else None
         if remote is not None and trusted(self.trust, self.scope):
             if not _sampling.keep_trace(remote.trace_id, rate):
-                return None
+                return dropped
             links = [Link(connect)] if connect is not None else []
             return trace.set_span_in_context(trace.NonRecordingSpan(remote), base), links
         if self.child and connect is not None:
             if not (connect.trace_flags.sampled and _sampling.draw(rate)):
-                return None
+                return dropped
             return trace.set_span_in_context(trace.NonRecordingSpan(connect), base), []
         if not _sampling.draw(rate):
-            return None
+            return dropped
         links = [Link(connect)] if connect is not None else []
         if remote is not None:
             links.append(Link(remote))  # "link": the client cannot force sampling
         return base, links
 
+
+#: What :meth:`FrameParent.decide` returns: the parent context, and the links of a
+#: sampled frame's span (None: not sampled).
+Decision = tuple[otel_context.Context, list[Link] | None]
 
 #: :meth:`FrameParent.take` found nothing to reuse.
 UNPARSED: Any = object()

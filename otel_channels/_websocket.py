@@ -15,6 +15,7 @@ span being handled, or the unsampled one) spares outbound frames a lookup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 from . import _process, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
+from ._client_context import stamp
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
 from ._layers import MEMBERSHIPS
 from ._names import route_of
@@ -38,11 +40,25 @@ Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 _DROPPED_SPAN = _sampling.DROPPED_SPAN
-_EMPTY = _spans.EMPTY
 
 
 async def _nothing() -> None:
     return None
+
+
+def _with_context(send_json: Callable[..., Any], key: str) -> Callable[..., Any]:
+    """A JSON consumer's ``send_json`` that adds the current sampled span's context to
+    dicts; set on the instance only when ``JSON_CONTEXT_TO_CLIENT`` is on, so sends cost
+    nothing more otherwise. A plain function: the async one returns Channels' coroutine."""
+
+    def send_json_with_context(content: Any, *args: Any, **kwargs: Any) -> Any:
+        if content.__class__ is dict:
+            content = stamp(content, key)
+        return send_json(content, *args, **kwargs)
+
+    if asyncio.iscoroutinefunction(send_json):
+        markcoroutinefunction(send_json_with_context)
+    return send_json_with_context
 
 
 class Connection:
@@ -212,16 +228,15 @@ class Connection:
                 return self._reject(rejection)
         if self.ignored and text is not None and text in self.ignored:
             return dispatch(message)
-        frame_parent = self.frame_parent  # client: None unless the frame holds the JSON key
-        client = frame_parent.client(text) if json_frames else None
-        decided = frame_parent.place(client)
-        if decided is None or not self.cap.take():
-            # Not sampled: no span, no histogram; what the handler starts is dropped (baggage kept).
-            base = self.base if client is None else client.base
-            if base is _EMPTY and self.under_dropped:
+        decided = self.frame_parent.decide(text if json_frames else None)
+        if decided is None:
+            # Not sampled: no span, no histogram; what the handler starts is dropped too.
+            if self.under_dropped:
                 return dispatch(message)
-            return self._untraced(message, dispatch, base)
+            return self._untraced(message, dispatch, self.base)
         parent, links = decided
+        if links is None or not self.cap.take():  # the same, under the frame's baggage
+            return self._untraced(message, dispatch, parent)
         size = size_of(text, message.get("bytes") if text is None else None)
         self.telemetry.websocket_message_size.record(size, self.attrs_in)
         span = _spans.start_receive(self.telemetry, self.route, self.name, parent, links,
@@ -315,6 +330,9 @@ class TracedConsumerMixin:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: ASGISend) -> None:
         connection = Connection(self, scope)
         self._otel = connection
+        if connection.to_client and self._otel_json_frames:  # JSON_CONTEXT_TO_CLIENT
+            consumer: Any = self
+            consumer.send_json = _with_context(consumer.send_json, connection.to_client)
         # Between spans the connection runs under the shared unsampled context; the
         # channel-layer reads Channels starts inherit it.
         token = otel_context.attach(_sampling.DROPPED_CONTEXT) if connection.active else None

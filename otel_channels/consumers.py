@@ -14,10 +14,8 @@ global OpenTelemetry providers). Spans and metrics: see the README.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction
 from channels.generic.websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
@@ -25,7 +23,6 @@ from channels.generic.websocket import (
     WebsocketConsumer,
 )
 
-from ._client_context import stamp
 from ._frames import MALFORMED_JSON, UNPARSED, bad_frame
 from ._websocket import TracedConsumerMixin
 
@@ -67,12 +64,14 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                 **kwargs: Any) -> None:
         frame_parent = self._otel.frame_parent
-        if frame_parent.parsed is not None and self._otel_reuse_parse:
+        if frame_parent.plain:  # BAD_FRAME_POLICY "raise", no parsed frame waiting
+            return super().receive(text_data, bytes_data, **kwargs)  # Channels' behaviour
+        if self._otel_reuse_parse:
             content = frame_parent.take(text_data)
             if content is not UNPARSED:
                 return self.receive_json(content, **kwargs)
         if self._otel.config.BAD_FRAME_POLICY == "raise":
-            return super().receive(text_data, bytes_data, **kwargs)  # Channels' behaviour
+            return super().receive(text_data, bytes_data, **kwargs)
         bad = bad_frame(text_data, bytes_data)
         if bad is None:
             try:
@@ -86,12 +85,6 @@ class TracedJsonWebsocketConsumer(TracedConsumerMixin, JsonWebsocketConsumer):
             self.close(code)
         else:
             self.send_json({"type": "error", "error": kind})
-
-    def send_json(self, content: Any, close: bool = False) -> None:
-        connection = self.__dict__.get("_otel")
-        if connection is not None and connection.to_client and content.__class__ is dict:
-            content = stamp(content, connection.to_client)
-        super().send_json(content, close)
 
 
 class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketConsumer):
@@ -111,7 +104,9 @@ class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketCo
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
                       **kwargs: Any) -> None:
         frame_parent = self._otel.frame_parent
-        if frame_parent.parsed is not None and self._otel_reuse_parse:
+        if frame_parent.plain:  # BAD_FRAME_POLICY "raise", no parsed frame waiting
+            return await super().receive(text_data, bytes_data, **kwargs)
+        if self._otel_reuse_parse:
             content = frame_parent.take(text_data)
             if content is not UNPARSED:
                 return await self.receive_json(content, **kwargs)
@@ -130,15 +125,6 @@ class TracedAsyncJsonWebsocketConsumer(TracedConsumerMixin, AsyncJsonWebsocketCo
             await self.close(code)
         else:
             await self.send_json({"type": "error", "error": kind})
-
-    # A plain function returning Channels' coroutine: no coroutine frame of ours per send.
-    @markcoroutinefunction
-    def send_json(self, content: Any, close: bool = False) -> Coroutine[Any, Any, None]:
-        connection = self.__dict__.get("_otel")
-        if connection is not None and connection.to_client and content.__class__ is dict:
-            content = stamp(content, connection.to_client)
-        return super().send_json(content, close)
-
 
 def _decoder(cls: type) -> Any:
     """The function behind a consumer class's ``decode_json`` classmethod."""

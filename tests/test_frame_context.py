@@ -422,3 +422,16 @@ def test_the_python_client_reads_a_carrier_object_in_replies():
     assert found.trace_state.to_header() == "k=v"
     too_big = json.dumps({"trace_flags": {f"k{n}": "v" for n in range(17)} | {"traceparent": TP}})
     assert _traceparent_of(too_big, '"trace_flags"', "trace_flags") is None
+
+
+class OwnSendJson(Chat):
+    async def send_json(self, content: Any, close: bool = False) -> None:
+        await super().send_json({**content, "own": True}, close)
+
+
+@override_settings(OTEL_CHANNELS={"JSON_CONTEXT_TO_CLIENT": True})
+async def test_a_consumer_with_its_own_send_json_gets_context_too(spans):
+    reply = json.loads((await exchange(['{"type":"chat"}'], consumer=OwnSendJson))[0])
+    receive = spans.one(f"receive {ROUTE}")
+    assert reply == {"ok": True, "own": True,
+                     "traceparent": f"00-{ids(receive.context)[0]}-{ids(receive.context)[1]}-01"}
