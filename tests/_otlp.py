@@ -101,8 +101,21 @@ class OTLPReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
+            def _body(self) -> bytes:
+                # Node's OTLP/HTTP exporter pipes its request (Transfer-Encoding: chunked,
+                # no Content-Length); browsers and the Python exporters send a length.
+                if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()  # the CRLF after each chunk
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailer lines, up to the blank line
+                return b"".join(chunks)
+
             def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self._body()
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 as_json = self.headers.get("Content-Type", "").startswith("application/json")
