@@ -109,13 +109,15 @@ class FrameParent:
 
     A new trace linking ``connect`` (``"link"``, default), or a child of it
     (``"child"``), or a child of a ``traceparent`` carried in a JSON frame.
-    ``MESSAGE_SAMPLE_RATE`` is applied here, from the client's trace id when it
-    sent one (so retries of one client trace agree).
+    The connection's rate (``MESSAGE_SAMPLE_RATE``, or its route's own) is applied
+    here, from the client's trace id when it sent one (so retries of one client
+    trace agree).
     """
 
     def __init__(self, config: Config, connect: SpanContext | None,
-                 base: otel_context.Context = EMPTY) -> None:
-        self.rate = config.MESSAGE_SAMPLE_RATE
+                 base: otel_context.Context = EMPTY, rate: float | None = None) -> None:
+        # The connection's rate (its route's or its consumer's, see _rates), resolved once.
+        self.rate = config.MESSAGE_SAMPLE_RATE if rate is None else rate
         self.trust = config.CLIENT_CONTEXT
         self.child = config.FRAME_TRACE_MODE == "child"
         key = config.JSON_TRACEPARENT_KEY
@@ -133,6 +135,8 @@ class FrameParent:
     def decide(self, json_text: str | None) -> tuple[otel_context.Context, list[Link]] | None:
         """``(parent context, links)``, or None when the frame is not sampled."""
         rate, connect = self.rate, self.connect
+        if rate <= 0.0:  # nothing is kept: no JSON look-up either
+            return None
         client = self.client(json_text)
         if client is not None and self.trust == "parent":
             if not _sampling.keep_trace(client.trace_id, rate):

@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
-from . import _process, _sampling, _spans, _telemetry
+from . import _process, _rates, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
@@ -60,8 +60,10 @@ class Connection:
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
         self.name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
+        # Once per connection; off (a route or consumer rate of 0): no span of it at all.
+        self.rate, self.off = _rates.route_rate(config, self.route, consumer)
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None)
+        self.frame_parent = FrameParent(config, None, rate=self.rate)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.under_dropped = self.active
@@ -113,7 +115,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
-        self.frame_parent = FrameParent(config, context, self.base)
+        self.frame_parent = FrameParent(config, context, self.base, self.rate)
         self.connect_span = span
         self.active_span = span
         token = _spans.activate(span, self.base)
@@ -243,8 +245,9 @@ class Connection:
         if self.restricted:
             close = sendable_close(close)
         # The span says the code actually sent (4009 under daphne, 1009 elsewhere).
-        _spans.rejected_receive(telemetry, self.route, self.connect_link, rejection.kind,
-                                close["code"], rejection.size, rejection.why)
+        if not self.off:
+            _spans.rejected_receive(telemetry, self.route, self.connect_link, rejection.kind,
+                                    close["code"], rejection.size, rejection.why)
         assert self.send is not None  # set by wrap_send before any frame arrives
         await self.send({"type": "websocket.close", "code": rejection.code})  # mapped in send
 
@@ -301,6 +304,10 @@ class TracedConsumerMixin:
     _otel_traced = True
     #: JSON consumers look for a ``traceparent`` in inbound frames.
     _otel_json_frames = False
+    #: This consumer's share of frames traced (0.0 to 1.0), over its route's in
+    #: ``SAMPLE_RATES`` and ``MESSAGE_SAMPLE_RATE``; 0.0: none of its spans at all.
+    #: None: the route's rate.
+    otel_sample_rate: float | None = None
 
     _otel: Connection
 
@@ -340,7 +347,11 @@ class TracedConsumerMixin:
             return connection.on_frame(message, dispatch, self._otel_json_frames)
         if message_type == "websocket.connect":
             MEMBERSHIPS.track(getattr(self, "channel_name", None))  # the groups it joins
+            if connection.off:  # rate 0: no span, the handshake runs as Channels' own
+                return dispatch(message)  # type: ignore[no-any-return]
             return connection.on_connect(message, dispatch)
         if message_type == "websocket.disconnect":
+            if connection.off:
+                return dispatch(message)  # type: ignore[no-any-return]
             return connection.on_disconnect(message, dispatch)
         return _process.process(self, message, dispatch, connection)
