@@ -71,15 +71,15 @@ def sample_rate_problems(value: Any) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, dict):
-        return [f"is a {type(value).__name__}, not a dict like "
-                "{'routes': {'/ws/cursors/<room>/': 0.0}, 'groups': {'cursors_{id}': 0.0}}"]
+        return [f"must be a dict like {{'routes': {{'/ws/cursors/<room>/': 0.0}}, "
+                f"'groups': {{'cursors_{{id}}': 0.0}}}}, not {type(value).__name__}"]
     problems = []
     for kind, rates in value.items():
         if kind not in SAMPLE_RATE_KINDS:
             problems.append(f"has an unknown sub-key {kind!r} (only 'routes' and 'groups')")
         elif not isinstance(rates, dict):
-            problems.append(f"[{kind!r}] is a {type(rates).__name__}, not a dict of "
-                            f"{SAMPLE_RATE_KINDS[kind]} -> rate")
+            problems.append(f"[{kind!r}] must be a dict of {SAMPLE_RATE_KINDS[kind]} -> rate, "
+                            f"not {type(rates).__name__}")
         else:
             for template, rate in rates.items():
                 if not isinstance(template, str) or not template:
