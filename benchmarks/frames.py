@@ -10,6 +10,8 @@ interleaved rounds:
 * ``traced-1.0``   TracedAsyncJsonWebsocketConsumer, SDK on, every frame sampled
 * ``traced-0.0``   the same with MESSAGE_SAMPLE_RATE 0 (no span objects)
 * ``traced-nosdk`` the same with the API's no-op providers (no SDK installed)
+* ``traced-route0`` rate 1.0, but the route at 0 in ``SAMPLE_RATES`` (not traced at all)
+* ``traced-attr0``  rate 1.0, but the consumer class says ``otel_sample_rate = 0.0``
 
 The SDK variants use a BatchSpanProcessor into an exporter that discards, and
 a MeterProvider with a reader that is never collected, so the export path does
@@ -86,6 +88,10 @@ class TracedEcho(TracedAsyncJsonWebsocketConsumer):
         await self.send_json(content)
 
 
+class TracedEchoOff(TracedEcho):
+    otel_sample_rate = 0.0
+
+
 FRAME = json.dumps({"action": "chat", "user": "bench", "text": "hello world " * 4})
 
 
@@ -131,6 +137,10 @@ def variants() -> dict[str, tuple[Callable[..., Any], dict[str, Any], bool]]:
         "traced-1.0": (TracedEcho.as_asgi(), {"MESSAGE_SAMPLE_RATE": 1.0}, True),
         "traced-0.0": (TracedEcho.as_asgi(), {"MESSAGE_SAMPLE_RATE": 0.0}, True),
         "traced-nosdk": (TracedEcho.as_asgi(), {}, False),
+        # No router: the route is the class name (what http.route says then).
+        "traced-route0": (TracedEcho.as_asgi(), {
+            "MESSAGE_SAMPLE_RATE": 1.0, "SAMPLE_RATES": {"routes": {"TracedEcho": 0.0}}}, True),
+        "traced-attr0": (TracedEchoOff.as_asgi(), {"MESSAGE_SAMPLE_RATE": 1.0}, True),
     }
 
 
