@@ -61,9 +61,9 @@ class Connection:
         self.name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
         # Once per connection; off (a route or consumer rate of 0): no span of it at all.
-        self.rate, self.off = _rates.route_rate(config, self.route, consumer)
+        rate, self.off = _rates.route_rate(config, self.route, consumer)
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None, rate=self.rate)
+        self.frame_parent = FrameParent(config, None, rate=rate)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.under_dropped = self.active
@@ -115,7 +115,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
-        self.frame_parent = FrameParent(config, context, self.base, self.rate)
+        self.frame_parent = FrameParent(config, context, self.base, self.frame_parent.rate)
         self.connect_span = span
         self.active_span = span
         token = _spans.activate(span, self.base)
