@@ -34,6 +34,7 @@ Variants (each round runs them in order, so rounds interleave: ABCDE ABCDE);
 * ``otel-nosdk``*     Traced consumer and app, no SDK (the API's no-op providers);
 * ``asgi-mw``*        plain consumer wrapped in OpenTelemetry's ASGI middleware, SDK;
 * ``otel-unsampled``  SDK, rate 0.0: every delivery unsampled (for instruction counts);
+* ``otel-group0``     SDK, rate 1.0 but ``SAMPLE_RATES`` puts the group at 0 (instruction counts);
 * ``otel-budget0``    SDK, rate 1.0, budget 0: every delivery past the budget.
 
 Exporters: SDK variants export through a ``BatchSpanProcessor`` into an
@@ -124,6 +125,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
         **_SDK, "FANOUT_RATE": "0.0"}),
     Variant("otel-budget0", "otel_channels, rate 1.0, budget 0", {
         **_SDK, "FANOUT_RATE": "1.0", "FANOUT_BUDGET": "0"}),
+    Variant("otel-group0", "otel_channels, rate 1.0, the group at 0 (SAMPLE_RATES)", {
+        **_SDK, "FANOUT_RATE": "1.0", "FANOUT_GROUP_RATE": "0.0"}),
 )}
 ALIASES = {"otel-1.0": "otel-default"}
 DEFAULT_VARIANTS = ("plain", "otel-default", "otel-every", "otel-0.01", "otel-nosdk", "asgi-mw")

@@ -14,6 +14,8 @@ interleaved rounds:
   ``receive`` span's ``traceparent`` (a sampled send with context)
 * ``traced-1.0-carrier`` rate 1.0, every inbound frame carries a carrier object under
   ``JSON_TRACEPARENT_KEY = "otel"`` (trace context and baggage), as a JS or Go client sends
+* ``traced-route0`` rate 1.0, but the route at 0 in ``SAMPLE_RATES`` (not traced at all)
+* ``traced-attr0``  rate 1.0, but the consumer class says ``otel_sample_rate = 0.0``
 
 The SDK variants use a BatchSpanProcessor into an exporter that discards, and
 a MeterProvider with a reader that is never collected, so the export path does
@@ -90,6 +92,10 @@ class TracedEcho(TracedAsyncJsonWebsocketConsumer):
         await self.send_json(content)
 
 
+class TracedEchoOff(TracedEcho):
+    otel_sample_rate = 0.0
+
+
 FRAME = json.dumps({"action": "chat", "user": "bench", "text": "hello world " * 4})
 CARRIER_FRAME = json.dumps({"action": "chat", "user": "bench", "text": "hello world " * 4,
                             "otel": {"traceparent": f"00-{'4b' * 16}-{'0f' * 8}-01",
@@ -144,6 +150,10 @@ def variants() -> dict[str, tuple[Callable[..., Any], dict[str, Any], bool]]:
                                                   "JSON_CONTEXT_TO_CLIENT": True}, True),
         "traced-1.0-carrier": (TracedEcho.as_asgi(), {"MESSAGE_SAMPLE_RATE": 1.0,
                                                       "JSON_TRACEPARENT_KEY": "otel"}, True),
+        # No router: the route is the class name (what http.route says then).
+        "traced-route0": (TracedEcho.as_asgi(), {
+            "MESSAGE_SAMPLE_RATE": 1.0, "SAMPLE_RATES": {"routes": {"TracedEcho": 0.0}}}, True),
+        "traced-attr0": (TracedEchoOff.as_asgi(), {"MESSAGE_SAMPLE_RATE": 1.0}, True),
     }
 
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export OTEL_BSP_SCHEDULE_DELAY=3600000
 small=${SMALL:-100}; large=${LARGE:-600}
 # VARIANTS="plain traced-1.0-ctx" measures some (plain first: the ratios are to it).
-variants=${VARIANTS:-plain traced-nosdk traced-0.0 traced-1.0 traced-1.0-ctx traced-1.0-carrier asgi-mw}
+variants=${VARIANTS:-plain traced-nosdk traced-0.0 traced-route0 traced-attr0 traced-1.0 traced-1.0-ctx traced-1.0-carrier asgi-mw}
 out=$(mktemp -d)
 for variant in $variants; do
     for frames in "$small" "$large"; do
@@ -17,15 +17,15 @@ for variant in $variants; do
             >/dev/null 2>"$out/$variant.$frames.log"
     done
 done
-python3 - "$out" "$small" "$large" "$variants" <<'PY'
+python3 - "$out" "$small" "$large" $variants <<'PY'
 import re, sys
-out, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, small, large, *variants = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:]
 def refs(variant, frames):
     text = open(f"{out}/{variant}.{frames}.log").read()
     return int(re.search(r"Collected : (\d+)", text).group(1))
 extra = (large + large // 10) - (small + small // 10)
 per = {v: (refs(v, large) - refs(v, small)) / extra
-       for v in sys.argv[4].split()}
+       for v in variants}
 print("| variant | instructions per frame | ratio to plain |")
 print("|---|---:|---:|")
 for v, n in per.items():

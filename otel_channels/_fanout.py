@@ -38,7 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
-from . import _carrier, _sampling, _telemetry
+from . import _carrier, _rates, _sampling, _telemetry
 from . import _semconv as sc
 from ._names import group_template
 from .conf import Config, on_change
@@ -97,8 +97,8 @@ class Broadcast:
         self.producer = producer
         if producer is not None:
             self.sampled = producer.trace_flags.sampled
-        else:  # an untraced producer: this worker decides, once per message
-            self.sampled = _sampling.draw(config.MESSAGE_SAMPLE_RATE)
+        else:  # an untraced producer: decided once per message, from its id (every worker agrees)
+            self.sampled = _rates.keep_untraced(config, template, key)
         # The handler's context: the producer's baggage (if any) and our span.
         self.handler_context = base if base is not None else _EMPTY
         if producer is not None and config.GROUP_MESSAGE_PARENT == "producer":

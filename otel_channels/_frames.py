@@ -114,15 +114,17 @@ class FrameParent:
     A new trace linking ``connect`` (``"link"``, default), or a child of it
     (``"child"``), or a child of the context a client put in a JSON frame (a
     ``traceparent`` string or a carrier object, see :mod:`._client_context`).
-    ``MESSAGE_SAMPLE_RATE`` is applied here, from the client's trace id when it
-    sent one (so retries of one client trace agree). The frame's baggage, merged
+    The connection's rate (``MESSAGE_SAMPLE_RATE``, or its route's own) is applied
+    here, from the client's trace id when it sent one (so retries of one client
+    trace agree). The frame's baggage, merged
     over the handshake's, is the handler's whatever the decision.
     """
 
     def __init__(self, config: Config, connect: SpanContext | None,
                  base: otel_context.Context = EMPTY,
-                 scope: Mapping[str, Any] | None = None) -> None:
-        self.rate = config.MESSAGE_SAMPLE_RATE
+                 scope: Mapping[str, Any] | None = None, rate: float | None = None) -> None:
+        # The connection's rate (its route's or its consumer's, see _rates), resolved once.
+        self.rate = config.MESSAGE_SAMPLE_RATE if rate is None else rate
         self.trust = config.CLIENT_CONTEXT
         self.scope = scope  # "authenticated" asks its user, per frame that carries context
         self.child = config.FRAME_TRACE_MODE == "child"

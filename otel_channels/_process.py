@@ -99,8 +99,9 @@ def process(
     if config.UNKNOWN_MESSAGE_POLICY == "drop" and not has_handler(consumer, clean):
         _drop_unknown(record, telemetry, holder)
         return _nothing()
-    if not record.sampled:
-        # Not sampled: no span, no histogram; what the handler starts is dropped too.
+    if not record.sampled or (holder is not None and holder.off):
+        # Not sampled (or a connection at rate 0): no span, no histogram; what the
+        # handler starts is dropped too.
         if (holder is not None and holder.under_dropped
                 and record.dropped_context is _DROPPED_CONTEXT):
             return dispatch(clean)  # the connection's task already runs under that context

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 
-from . import _carrier, _sampling, _telemetry
+from . import _carrier, _rates, _sampling, _telemetry
 from . import _semconv as sc
 from ._capacity import DROPS, counting_full
 from ._names import group_template
@@ -66,10 +66,8 @@ async def _produce(
     metric_attributes = _metric_attributes(template)
 
     current = trace.get_current_span().get_span_context()
-    if current.is_valid:
-        keep = current.trace_flags.sampled  # follow the trace we are in
-    else:
-        keep = _sampling.draw(config.MESSAGE_SAMPLE_RATE)
+    # The trace we are in, or MESSAGE_SAMPLE_RATE; a group's own rate (SAMPLE_RATES) on top.
+    keep = _rates.keep_send(config, template, current)
 
     span: trace.Span | None = None
     if keep:
@@ -82,7 +80,10 @@ async def _produce(
         span = telemetry.tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
         ctx = span.get_span_context()
     else:
-        ctx = current if current.is_valid else _sampling.DROPPED_SPAN_CONTEXT
+        # Not sampled, for every delivery: a sampled caller's trace dropped by its group's
+        # rate must not reach the workers as sampled.
+        ctx = current if current.is_valid and not current.trace_flags.sampled else (
+            _sampling.DROPPED_SPAN_CONTEXT)
 
     carrier = _carrier.build(ctx, target if group else None, time.time())
     stamped = _carrier.attach(message, key, carrier)

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Status, StatusCode
 
-from . import _process, _sampling, _spans, _telemetry
+from . import _process, _rates, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
 from ._client_context import stamp
@@ -66,7 +66,6 @@ class Connection:
     """Per-connection tracing state; the consumer holds one as ``self._otel``."""
 
     def __init__(self, consumer: Any, scope: dict[str, Any]) -> None:
-        self.consumer = consumer
         self.scope = scope
         self.telemetry = telemetry = _telemetry.get()
         self.config = config = get_config()
@@ -81,8 +80,9 @@ class Connection:
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
         self.name = type(consumer).__qualname__
         self.route = route_of(scope, type(consumer).__name__)
+        rate, self.off = _rates.route_rate(config, self.route, consumer)  # off: rate 0, no span
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None, scope=scope)
+        self.frame_parent = FrameParent(config, None, scope=scope, rate=rate)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.under_dropped = self.active
@@ -135,7 +135,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
-        self.frame_parent = FrameParent(config, context, self.base, scope)
+        self.frame_parent = FrameParent(config, context, self.base, scope, self.frame_parent.rate)
         self.connect_span = span
         self.active_span = span
         token = _spans.activate(span, self.base)
@@ -267,8 +267,9 @@ class Connection:
         if self.restricted:
             close = sendable_close(close)
         # The span says the code actually sent (4009 under daphne, 1009 elsewhere).
-        _spans.rejected_receive(telemetry, self.route, self.connect_link, rejection.kind,
-                                close["code"], rejection.size, rejection.why)
+        if not self.off:
+            _spans.rejected_receive(telemetry, self.route, self.connect_link, rejection.kind,
+                                    close["code"], rejection.size, rejection.why)
         assert self.send is not None  # set by wrap_send before any frame arrives
         await self.send({"type": "websocket.close", "code": rejection.code})  # mapped in send
 
@@ -325,6 +326,10 @@ class TracedConsumerMixin:
     _otel_traced = True
     #: JSON consumers look for a ``traceparent`` in inbound frames.
     _otel_json_frames = False
+    #: This consumer's share of frames traced (0.0 to 1.0), over its route's in
+    #: ``SAMPLE_RATES`` and ``MESSAGE_SAMPLE_RATE``; 0.0: none of its spans at all.
+    #: None: the route's rate.
+    otel_sample_rate: float | None = None
 
     _otel: Connection
 
@@ -367,8 +372,12 @@ class TracedConsumerMixin:
             return connection.on_frame(message, dispatch, self._otel_json_frames)
         if message_type == "websocket.connect":
             MEMBERSHIPS.track(getattr(self, "channel_name", None))  # the groups it joins
+            if connection.off:  # rate 0: no span, the handshake runs as Channels' own
+                return dispatch(message)  # type: ignore[no-any-return]
             return connection.on_connect(message, dispatch)
         if message_type == "websocket.disconnect":
+            if connection.off:
+                return dispatch(message)  # type: ignore[no-any-return]
             return connection.on_disconnect(message, dispatch)
         if message_type == SUBSCRIPTION_LOST and connection.send is not None:
             # Queued by _subscriptions ("close"). The ASGI send itself: a sync consumer's

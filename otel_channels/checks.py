@@ -10,6 +10,8 @@ otel_channels.E003     a dotted path (``SPAN_HOOK``, ``GROUP_TEMPLATE``) does no
 otel_channels.W002     an ``OTEL_PYTHON_CHANNELS_*`` variable with a value the key refuses
 otel_channels.W003     ``JSON_CONTEXT_TO_CLIENT`` on with ``JSON_TRACEPARENT_KEY`` None: no
                        key to write the context under, nothing is added
+otel_channels.W004     a ``SAMPLE_RATES`` template no span can have (``chat_42`` where the
+                       default group template gives ``chat_{id}``; ``<int:pk>`` in a route)
 otel_channels.W010     a channels-redis or channels-valkey host whose ``socket_timeout``
                        would cut the layer's own blocking reads (redis-py 8 and
                        valkey-py 6 default: 5 s)
@@ -36,7 +38,14 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import ENVIRONMENT_PREFIX, SETTING_NAME, SPECS, environment_settings
+from ._names import default_group_template, pattern_template
+from .conf import (
+    ENVIRONMENT_PREFIX,
+    SETTING_NAME,
+    SPECS,
+    environment_settings,
+    sample_rate_problems,
+)
 
 __all__ = ["check_channel_layers", "check_settings"]
 
@@ -80,6 +89,8 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
                 hint="Known keys: " + ", ".join(sorted(SPECS)) + ".",
                 id="otel_channels.W001",
             ))
+        elif key == "SAMPLE_RATES":
+            messages.extend(_check_sample_rates(item))
         elif not spec.valid(item):
             messages.append(Error(
                 f"{SETTING_NAME}[{key!r}] is {item!r}; expected {spec.expected}.",
@@ -107,6 +118,45 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
             id="otel_channels.W003",
         ))
     return messages
+
+
+_SAMPLE_RATES_HINT = (
+    "Map route templates (the http.route of the spans, e.g. '/ws/chat/<room>/') and group "
+    "templates (their messaging.destination.template, e.g. 'chat_{id}') to a number from "
+    "0.0 (not traced) to 1.0; see docs/settings.md."
+)
+
+
+def _check_sample_rates(value: Any) -> list[CheckMessage]:
+    """``SAMPLE_RATES``: one error per problem, and templates that can never match."""
+    problems = sample_rate_problems(value)
+    if problems:
+        return [Error(f"{SETTING_NAME}['SAMPLE_RATES']{'' if p.startswith('[') else ' '}{p}.",
+                      hint=_SAMPLE_RATES_HINT, id="otel_channels.E002") for p in problems]
+    messages: list[CheckMessage] = []
+    custom_groups = (getattr(settings, SETTING_NAME, {}) or {}).get("GROUP_TEMPLATE")
+    for template in (value or {}).get("groups", {}):
+        expected = default_group_template(template)
+        if custom_groups is None and expected != template:
+            messages.append(Warning(
+                f"{SETTING_NAME}['SAMPLE_RATES']['groups'] has {template!r}, which no group "
+                f"template is: the default GROUP_TEMPLATE turns ids into {{id}}.",
+                hint=f"Write the template, {expected!r}.", id="otel_channels.W004"))
+    for template in (value or {}).get("routes", {}):
+        expected = pattern_template(_Route(template))
+        if expected != template:
+            messages.append(Warning(
+                f"{SETTING_NAME}['SAMPLE_RATES']['routes'] has {template!r}, which no route "
+                "template is: routes are recorded without converters or regex syntax.",
+                hint=f"Write the template, {expected!r}.", id="otel_channels.W004"))
+    return messages
+
+
+class _Route:
+    """A path() pattern stand-in, so a route key is normalized the way the router's are."""
+
+    def __init__(self, route: str) -> None:
+        self._route = route
 
 
 def _default_socket_timeout(client: str) -> float | None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._names import DEFAULT_SENSITIVE_QUERY_PARAMS
 
 __all__ = [
-    "DEFAULTS", "DEFAULT_SENSITIVE_QUERY_PARAMS", "SETTING_NAME", "SPECS", "Config", "Spec",
-    "get_config", "on_change", "reload",
+    "DEFAULTS", "DEFAULT_SENSITIVE_QUERY_PARAMS", "SETTING_NAME", "SPECS", "Config",
+    "SampleRates", "Spec", "get_config", "on_change", "reload",
 ]
 
 SETTING_NAME = "OTEL_CHANNELS"
@@ -54,6 +54,52 @@ def _one_of(*values: Any) -> Callable[[Any], bool]:
     return lambda v: v in values
 
 
+class SampleRates(NamedTuple):
+    """``SAMPLE_RATES`` as the runtime reads it: template -> rate, for routes and for groups."""
+
+    routes: Mapping[str, float]
+    groups: Mapping[str, float]
+
+
+#: The sub-keys of ``SAMPLE_RATES`` and what their keys are.
+SAMPLE_RATE_KINDS = {"routes": "route template (http.route, e.g. '/ws/chat/<room>/')",
+                     "groups": "group template (messaging.destination.template, e.g. 'chat_{id}')"}
+
+
+def sample_rate_problems(value: Any) -> list[str]:
+    """What is wrong with a ``SAMPLE_RATES`` value, one sentence each (empty: valid)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [f"must be a dict like {{'routes': {{'/ws/cursors/<room>/': 0.0}}, "
+                f"'groups': {{'cursors_{{id}}': 0.0}}}}, not {type(value).__name__}"]
+    problems = []
+    for kind, rates in value.items():
+        if kind not in SAMPLE_RATE_KINDS:
+            problems.append(f"has an unknown sub-key {kind!r} (only 'routes' and 'groups')")
+        elif not isinstance(rates, dict):
+            problems.append(f"[{kind!r}] must be a dict of {SAMPLE_RATE_KINDS[kind]} -> rate, "
+                            f"not {type(rates).__name__}")
+        else:
+            for template, rate in rates.items():
+                if not isinstance(template, str) or not template:
+                    problems.append(f"[{kind!r}] has the key {template!r}; a "
+                                    f"{SAMPLE_RATE_KINDS[kind]} is a non-empty str")
+                elif not _is_rate(rate):
+                    problems.append(f"[{kind!r}][{template!r}] is {rate!r}; a rate is a "
+                                    "number from 0.0 to 1.0")
+    return problems
+
+
+def sample_rates(value: Any) -> SampleRates:
+    """The runtime form of a valid ``SAMPLE_RATES`` value (None: no rate of its own anywhere)."""
+    value = value or {}
+    return SampleRates(
+        routes={k: float(v) for k, v in (value.get("routes") or {}).items()},
+        groups={k: float(v) for k, v in (value.get("groups") or {}).items()},
+    )
+
+
 @dataclass(frozen=True)
 class Spec:
     """One setting: its default, a validator, and the words the check prints."""
@@ -77,7 +123,8 @@ class Config:
 
     Each field is a key of the setting; its metadata holds the validator and the
     words the system check prints (:data:`SPECS`). ``SPAN_HOOK`` and
-    ``GROUP_TEMPLATE`` hold the resolved callables, the two lists frozensets.
+    ``GROUP_TEMPLATE`` hold the resolved callables, the two lists frozensets,
+    ``SAMPLE_RATES`` a :class:`SampleRates`.
     """
 
     # --- keys of the design contract ---
@@ -134,6 +181,11 @@ class Config:
     ON_SUBSCRIPTION_LOST: str = _setting("count", _one_of("count", "close"),
                                          "'count' or 'close'")
     JSON_CONTEXT_TO_CLIENT: bool = _setting(False, _is_bool, "a bool")
+    # Validated by sample_rate_problems (the check prints each problem); None or {}: no
+    # route or group has a rate of its own. get_config gives the runtime SampleRates.
+    SAMPLE_RATES: SampleRates = _setting(
+        None, lambda v: not sample_rate_problems(v),
+        "None or a dict {'routes': {route template: rate}, 'groups': {group template: rate}}")
 
 
 #: The settings table: key -> Spec (default, validator, expected), in field order.
@@ -199,6 +251,7 @@ def get_config() -> Config:
     values["SPAN_HOOK"] = _resolve(values["SPAN_HOOK"])
     values["GROUP_TEMPLATE"] = _resolve(values["GROUP_TEMPLATE"])
     values["IGNORED_FRAMES"] = frozenset(values["IGNORED_FRAMES"])
+    values["SAMPLE_RATES"] = sample_rates(values["SAMPLE_RATES"])
     values["SENSITIVE_QUERY_PARAMS"] = frozenset(
         name.lower() for name in values["SENSITIVE_QUERY_PARAMS"]
     )

@@ -45,6 +45,54 @@ def test_settings_checks(value, expected):
     assert all(message.hint for message in messages)
 
 
+@pytest.mark.parametrize(("value", "expected", "words"), [
+    (None, [], []),
+    ({}, [], []),
+    ({"routes": {"/ws/cursors/<room>/": 0.0, "/ws/chat/<room>/": 1}, "groups": {"cursors_{id}": 0}},
+     [], []),
+    ([("routes", {})], ["otel_channels.E002"], ["must be a dict like"]),
+    ({"route": {"/ws/cursors/<room>/": 0.0}}, ["otel_channels.E002"], ["unknown sub-key 'route'"]),
+    ({"routes": ["/ws/cursors/<room>/"]}, ["otel_channels.E002"], ["['routes'] must be a dict of"]),
+    ({"routes": {1: 0.0}}, ["otel_channels.E002"], ["['routes'] has the key 1"]),
+    ({"routes": {"": 0.0}}, ["otel_channels.E002"], ["non-empty str"]),
+    ({"groups": {"cursors_{id}": 1.5}}, ["otel_channels.E002"], ["is 1.5; a rate"]),
+    ({"groups": {"cursors_{id}": "0"}}, ["otel_channels.E002"], ["is '0'; a rate"]),
+    ({"groups": {"cursors_{id}": True}}, ["otel_channels.E002"], ["is True; a rate"]),
+    # Every problem is its own error.
+    ({"routes": {"/a/": -1}, "groups": {"b": None}, "other": {}},
+     ["otel_channels.E002"] * 3, ["['routes']['/a/'] is -1", "['groups']['b'] is None",
+                                  "unknown sub-key 'other'"]),
+    # Templates no span can have: an id the default template replaces, a converter.
+    ({"groups": {"cursors_42": 0.0}}, ["otel_channels.W004"], ["'cursors_{id}'"]),
+    ({"routes": {"/ws/item/<int:pk>/": 0.0}}, ["otel_channels.W004"], ["'/ws/item/<pk>/'"]),
+])
+def test_sample_rates_checks(value, expected, words):
+    with override_settings(OTEL_CHANNELS={"SAMPLE_RATES": value}):
+        messages = check_settings()
+        rates = get_config().SAMPLE_RATES
+    assert ids(messages) == expected
+    for message, word in zip(messages, words, strict=True):
+        assert "SAMPLE_RATES" in message.msg
+        assert word in message.msg + message.hint, (word, message.msg, message.hint)
+        assert message.hint
+    if any(i.startswith("otel_channels.E") for i in expected):  # ignored at run time
+        assert rates.routes == {} and rates.groups == {}
+
+
+def test_sample_rates_runtime_form():
+    with override_settings(OTEL_CHANNELS={"SAMPLE_RATES": {"routes": {"/ws/a/": 0}}}):
+        rates = get_config().SAMPLE_RATES
+    assert rates.routes == {"/ws/a/": 0.0} and rates.groups == {}
+    assert type(rates.routes["/ws/a/"]) is float
+
+
+def test_sample_rates_group_keys_follow_a_custom_group_template():
+    """With a GROUP_TEMPLATE of your own, a key with digits may be a template: no W004."""
+    with override_settings(OTEL_CHANNELS={"GROUP_TEMPLATE": str,
+                                          "SAMPLE_RATES": {"groups": {"cursors_42": 0.0}}}):
+        assert check_settings() == []
+
+
 def test_not_a_dict():
     with override_settings(OTEL_CHANNELS=["nope"]):
         assert ids(check_settings()) == ["otel_channels.E001"]

@@ -1,7 +1,8 @@
 """Settings of the fan-out benchmark's daphne workers, chosen by environment variables.
 
 ``FANOUT_APP=1`` puts ``otel_channels`` in ``INSTALLED_APPS`` (so it instruments
-Channels at start-up); ``FANOUT_RATE`` is its ``MESSAGE_SAMPLE_RATE``;
+Channels at start-up); ``FANOUT_RATE`` is its ``MESSAGE_SAMPLE_RATE``,
+``FANOUT_GROUP_RATE`` the benchmark group's rate in ``SAMPLE_RATES``;
 ``FANOUT_BUDGET`` its ``MAX_PROCESS_SPANS_PER_BROADCAST`` (``none`` for None,
 i.e. a ``process`` span per delivery, or an int; unset: the library default);
 ``FANOUT_PREFIX`` is the channel-layer prefix, unique per benchmark run so
@@ -43,6 +44,8 @@ elif os.environ.get("FANOUT_LAYER") == "redislike":  # fanout_instructions.sh (s
 OTEL_CHANNELS: dict[str, object] = {
     "MESSAGE_SAMPLE_RATE": float(os.environ.get("FANOUT_RATE", "1.0")),
 }
+if os.environ.get("FANOUT_GROUP_RATE"):  # the benchmark's group at a rate of its own
+    OTEL_CHANNELS["SAMPLE_RATES"] = {"groups": {"fanout": float(os.environ["FANOUT_GROUP_RATE"])}}
 _budget = os.environ.get("FANOUT_BUDGET", "").strip().lower()
 if _budget:  # unset: leave the library's default budget
     OTEL_CHANNELS["MAX_PROCESS_SPANS_PER_BROADCAST"] = None if _budget == "none" else int(_budget)
