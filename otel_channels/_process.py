@@ -20,9 +20,12 @@ per worker: its first delivery there (an SSE hub receipt is one), whatever the
 budget. An SDK histogram record costs about a quarter of a delivery, so one
 per member would double the cost of a fan-out.
 
-Hot path: nothing here allocates for a delivery that is not sampled or is
-past the budget beyond the carrier-less copy of the message; the record of
-the broadcast (:class:`._fanout.Broadcast`) holds everything prepared once.
+Hot path: nothing here allocates a container for a delivery that is not
+sampled: the carrier-less copy of a message is made once per received dict
+(channels-redis hands one dict to every member on a worker, see
+:func:`._carrier.strip`), and the record of the broadcast
+(:class:`._fanout.Broadcast`) holds everything prepared once. A delivery past
+the budget adds one coroutine frame, which times the handler.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ _DROPPED_SPAN = _sampling.DROPPED_SPAN
 _DROPPED_CONTEXT = _sampling.DROPPED_CONTEXT
 _time_ns = time.time_ns
 _RECORDS = TABLE.records
+_strip, _carried = _carrier.strip, _carrier.carried
 
 
 def has_handler(consumer: Any, message: dict[str, Any]) -> bool:
@@ -86,10 +90,14 @@ def process(
         config, telemetry = get_config(), _telemetry.get()
         active = telemetry.active()
     key = config.CARRIER_KEY
+    if key not in message:
+        clean, carrier = message, None
+    else:
+        # One copy per received dict, not per delivery (see _carrier.strip).
+        clean, carrier = _strip(message, key), _carried(message, key)
     if not active and config.UNKNOWN_MESSAGE_POLICY == "raise":
         # No SDK installed: only make sure the carrier never reaches the handler.
-        return dispatch(_carrier.detach(message, key)[0] if key in message else message)
-    clean, carrier = _carrier.detach(message, key)
+        return dispatch(clean)
     # The common case first: a later delivery of a message this worker already knows.
     message_id = carrier.get("id") if carrier is not None else None
     record = _RECORDS.get(message_id) if message_id.__class__ is str else None

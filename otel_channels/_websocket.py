@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
-from . import _process, _sampling, _spans, _telemetry
+from . import _carrier, _process, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
 from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
@@ -37,6 +37,7 @@ Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 _DROPPED_SPAN = _sampling.DROPPED_SPAN
+_strip = _carrier.strip
 
 
 async def _nothing() -> None:
@@ -68,6 +69,8 @@ class Connection:
         self.idle_span: trace.Span | None = _DROPPED_SPAN if self.active else None
         self.active_span: trace.Span | None = self.idle_span
         self.send: ASGISend | None = None
+        #: The consumer's Channels ``dispatch`` (the traced consumer binds it at first use).
+        self.channels_dispatch: Dispatch | None = None
         self.server_send: ASGISend | None = None
         self.restricted = False  # the server refuses protocol close codes (daphne)
         self.accepted_at: float | None = None
@@ -324,14 +327,16 @@ class TracedConsumerMixin:
         # A plain function returning an awaitable: with no SDK, Channels' own dispatch
         # coroutine runs with no frame of ours around it.
         connection = self._otel
+        # Channels' own dispatch, bound once per connection: ``super().dispatch`` would
+        # build a super object and a bound method for every message.
+        dispatch = connection.channels_dispatch
+        if dispatch is None:
+            dispatch = connection.channels_dispatch = super().dispatch  # type: ignore[misc]
         key = connection.carrier_key
         if key in message:  # from the channel layer, whatever its type
-            if connection.passthrough:  # no SDK: only the carrier must go
-                clean = dict(message)
-                del clean[key]
-                return super().dispatch(clean)  # type: ignore[misc, no-any-return]
-            return _process.process(self, message, super().dispatch, connection)  # type: ignore[misc]
-        dispatch = super().dispatch  # type: ignore[misc]
+            if connection.passthrough:  # no SDK: only the carrier must go (one copy per dict)
+                return dispatch(_strip(message, key))  # type: ignore[no-any-return]
+            return _process.process(self, message, dispatch, connection)
         message_type = message.get("type")
         if message_type == "websocket.receive":
             if not connection.active and not connection.guard.active:
