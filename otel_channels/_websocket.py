@@ -335,13 +335,13 @@ class TracedConsumerMixin:
         key = connection.carrier_key
         if key in message:  # from the channel layer, whatever its type
             if connection.passthrough:  # no SDK: only the carrier must go (one copy per dict)
-                return dispatch(_strip(message, key))  # type: ignore[no-any-return]
+                return dispatch(_strip(message, key))
             return _process.process(self, message, dispatch, connection)
         message_type = message.get("type")
         if message_type == "websocket.receive":
             if not connection.active and not connection.guard.active:
                 connection.frames_in += 1  # no SDK and no protective setting: no other work
-                return dispatch(message)  # type: ignore[no-any-return]
+                return dispatch(message)
             return connection.on_frame(message, dispatch, self._otel_json_frames)
         if message_type == "websocket.connect":
             MEMBERSHIPS.track(getattr(self, "channel_name", None))  # the groups it joins
