@@ -147,8 +147,12 @@ def start_span(
     connect: Link | None,
     now: float,
     start_time: int | None = None,
+    connect_only: tuple[Link, ...] | None = None,
 ) -> trace.Span:
-    """The ``process`` span of one delivery of ``record``'s message."""
+    """The ``process`` span of one delivery of ``record``'s message.
+
+    ``connect_only``: the connection's ``(connect,)`` links tuple, built once.
+    """
     delay = record.delay(now)
     attributes = record.span_attributes
     if delay is not None:
@@ -156,7 +160,8 @@ def start_span(
     # One attributes dict at start (not set_attribute calls): one lock, one pass.
     return telemetry.tracer.start_span(
         record.span_name, context=record.parent, kind=SpanKind.CONSUMER,
-        links=record.links(connect), attributes=attributes, start_time=start_time,
+        links=record.links(connect, connect_only), attributes=attributes,
+        start_time=start_time,
     )
 
 
@@ -189,8 +194,11 @@ async def _traced(
     start_ns = _time_ns()
     if tally and not record.first_ns:
         record.first_ns = start_ns
-    span = start_span(record, telemetry, holder.connect_link if holder is not None else None,
-                      start_ns / 1e9, start_time=start_ns)
+    if holder is not None:
+        span = start_span(record, telemetry, holder.connect_link, start_ns / 1e9,
+                          start_ns, holder.connect_links)
+    else:
+        span = start_span(record, telemetry, None, start_ns / 1e9, start_ns)
     token = _attach(_set_span_in_context(span, record.handler_context))
     if holder is not None:
         holder.active_span = span

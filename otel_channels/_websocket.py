@@ -65,6 +65,7 @@ class Connection:
         self.frame_parent = FrameParent(config, None)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
+        self.connect_links: tuple[Link, ...] | None = None
         self.under_dropped = self.active
         self.idle_span: trace.Span | None = _DROPPED_SPAN if self.active else None
         self.active_span: trace.Span | None = self.idle_span
@@ -116,6 +117,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
+            self.connect_links = (self.connect_link,)  # a process span's links, built once
         self.frame_parent = FrameParent(config, context, self.base)
         self.connect_span = span
         self.active_span = span
