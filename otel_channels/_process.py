@@ -58,7 +58,8 @@ _DROPPED_SPAN = _sampling.DROPPED_SPAN
 _DROPPED_CONTEXT = _sampling.DROPPED_CONTEXT
 _time_ns = time.time_ns
 _RECORDS = TABLE.records
-_strip, _carried = _carrier.strip, _carrier.carried
+_strip, _STRIPPED = _carrier.strip, _carrier._stripped
+_ABSENT: Any = object()
 
 
 def has_handler(consumer: Any, message: dict[str, Any]) -> bool:
@@ -90,11 +91,16 @@ def process(
         config, telemetry = get_config(), _telemetry.get()
         active = telemetry.active()
     key = config.CARRIER_KEY
-    if key not in message:
+    carrier = message.get(key, _ABSENT)
+    if carrier is _ABSENT:
         clean, carrier = message, None
     else:
-        # One copy per received dict, not per delivery (see _carrier.strip).
-        clean, carrier = _strip(message, key), _carried(message, key)
+        # One copy per received dict, not per delivery (see _carrier.strip); inlined
+        # lookup of it: a later member's delivery makes no call for it.
+        found = _STRIPPED.get(id(message))
+        clean = found[1] if found is not None and found[0] is message else _strip(message, key)
+        if carrier.__class__ is not dict:
+            carrier = None  # a hostile or foreign value: stripped, not read
     if not active and config.UNKNOWN_MESSAGE_POLICY == "raise":
         # No SDK installed: only make sure the carrier never reaches the handler.
         return dispatch(clean)
