@@ -94,6 +94,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is on the path, not its parent
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._worker_cpu import cpu_table  # noqa: E402
+
 APP = "benchmarks._fanout_app.asgi:application"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Span name prefixes the workers count separately (``benchmarks/_fanout_app/otel.py``).
@@ -1116,6 +1121,10 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"\nmedian of {args.rounds} round(s), {time.monotonic() - started:.0f} s in all, "
               f"load average now {os.getloadavg()[0]:.1f}:\n")
         print(markdown_table(rows) + _sink_note(rows))
+        print("\nworker CPU per delivery, each round paired with plain's (what the targets "
+              "are judged on):\n")
+        print(cpu_table(results, args.variant_list,
+                        {name: resolve_variant(name).label for name in args.variant_list}))
     if args.json:
         args.json.write_text(json.dumps({
             "args": {k: str(v) for k, v in vars(args).items() if k != "sink"},

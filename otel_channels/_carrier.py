@@ -12,8 +12,8 @@ default ``"_otel"``), safe for msgpack (channels-redis) and JSON::
 counter), present even when no SDK is installed: identical messages are never
 taken for one, and every worker tells the deliveries of one message apart from
 another's by it.
-The caller's message is never mutated: :func:`attach` returns a new dict and
-:func:`detach` returns the message without the key. Anything malformed in a
+The caller's message is never mutated: :func:`attach` returns a new dict,
+:func:`detach` and :func:`strip` return the message without the key. Anything malformed in a
 received carrier (untraced or hostile producers) is ignored, never raised.
 """
 
@@ -241,6 +241,43 @@ def detach(message: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str,
     clean = dict(message)
     carrier = clean.pop(key)
     return clean, carrier if isinstance(carrier, dict) else None
+
+
+def carried(message: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The carrier under ``key`` of a received message (None: absent, or not a dict)."""
+    carrier = message.get(key)
+    return carrier if carrier.__class__ is dict else None
+
+
+#: ``id(received message) -> (that message, its copy without the carrier)``: see strip().
+_stripped: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+#: Received messages whose copies are kept; a worker has only a few broadcasts in flight.
+_STRIPPED_KEPT = 8
+
+
+def strip(message: dict[str, Any], key: str) -> dict[str, Any]:
+    """``message`` without ``key``: one copy per received dict, however many consumers get it.
+
+    channels-redis deserializes a group message once per worker and puts that same
+    dict into every local member's receive buffer (channels_redis/core.py,
+    ``receive``): plain Channels hands one dict to all of them. So do we: the first
+    delivery copies it without the carrier, the others get that copy (no dict per
+    delivery, nothing for the cyclic collector to count). The received dict itself is
+    never changed: another reader of it (an SSE hub, a consumer created before
+    ``instrument()``) still finds the carrier. Layers that give every receive its
+    own dict (InMemoryChannelLayer, the pub/sub layer) get one copy per delivery,
+    as before. Entries hold their message, so an ``id`` is never reused while kept.
+    """
+    found = _stripped.get(id(message))
+    if found is not None and found[0] is message:
+        return found[1]
+    clean = dict(message)
+    del clean[key]
+    stripped = _stripped
+    if len(stripped) >= _STRIPPED_KEPT:
+        del stripped[next(iter(stripped))]
+    stripped[id(message)] = (message, clean)
+    return clean
 
 
 def remote_context(carrier: dict[str, Any] | None) -> SpanContext | None:

@@ -141,10 +141,14 @@ class Broadcast:
         sent_at = self.sent_at
         return None if sent_at is None else max(0.0, now - sent_at)
 
-    def links(self, connect: Link | None) -> tuple[Link, ...]:
+    def links(self, connect: Link | None,
+              connect_only: tuple[Link, ...] | None = None) -> tuple[Link, ...]:
+        """The span's links; ``connect_only``: the caller's prepared ``(connect,)``."""
         producer = self.producer_link
         if producer is None:
-            return () if connect is None else (connect,)
+            if connect is None:
+                return ()
+            return connect_only if connect_only is not None else (connect,)
         return (producer,) if connect is None else (producer, connect)
 
 

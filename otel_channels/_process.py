@@ -20,9 +20,12 @@ per worker: its first delivery there (an SSE hub receipt is one), whatever the
 budget. An SDK histogram record costs about a quarter of a delivery, so one
 per member would double the cost of a fan-out.
 
-Hot path: nothing here allocates for a delivery that is not sampled or is
-past the budget beyond the carrier-less copy of the message; the record of
-the broadcast (:class:`._fanout.Broadcast`) holds everything prepared once.
+Hot path: nothing here allocates a container for a delivery that is not
+sampled: the carrier-less copy of a message is made once per received dict
+(channels-redis hands one dict to every member on a worker, see
+:func:`._carrier.strip`), and the record of the broadcast
+(:class:`._fanout.Broadcast`) holds everything prepared once. A delivery past
+the budget adds one coroutine frame, which times the handler.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ _DROPPED_SPAN = _sampling.DROPPED_SPAN
 _DROPPED_CONTEXT = _sampling.DROPPED_CONTEXT
 _time_ns = time.time_ns
 _RECORDS = TABLE.records
+_strip, _STRIPPED = _carrier.strip, _carrier._stripped
+_ABSENT: Any = object()
 
 
 def has_handler(consumer: Any, message: dict[str, Any]) -> bool:
@@ -86,10 +91,19 @@ def process(
         config, telemetry = get_config(), _telemetry.get()
         active = telemetry.active()
     key = config.CARRIER_KEY
+    carrier = message.get(key, _ABSENT)
+    if carrier is _ABSENT:
+        clean, carrier = message, None
+    else:
+        # One copy per received dict, not per delivery (see _carrier.strip); inlined
+        # lookup of it: a later member's delivery makes no call for it.
+        found = _STRIPPED.get(id(message))
+        clean = found[1] if found is not None and found[0] is message else _strip(message, key)
+        if carrier.__class__ is not dict:
+            carrier = None  # a hostile or foreign value: stripped, not read
     if not active and config.UNKNOWN_MESSAGE_POLICY == "raise":
         # No SDK installed: only make sure the carrier never reaches the handler.
-        return dispatch(_carrier.detach(message, key)[0] if key in message else message)
-    clean, carrier = _carrier.detach(message, key)
+        return dispatch(clean)
     # The common case first: a later delivery of a message this worker already knows.
     message_id = carrier.get("id") if carrier is not None else None
     record = _RECORDS.get(message_id) if message_id.__class__ is str else None
@@ -102,7 +116,7 @@ def process(
     if not record.sampled or (holder is not None and holder.off):
         # Not sampled (or a connection at rate 0): no span, no histogram; what the
         # handler starts is dropped too.
-        if (holder is not None and holder.under_dropped
+        if (holder is not None and holder.active
                 and record.dropped_context is _DROPPED_CONTEXT):
             return dispatch(clean)  # the connection's task already runs under that context
         return _untraced(record, clean, dispatch, holder)
@@ -140,8 +154,12 @@ def start_span(
     connect: Link | None,
     now: float,
     start_time: int | None = None,
+    connect_only: tuple[Link, ...] | None = None,
 ) -> trace.Span:
-    """The ``process`` span of one delivery of ``record``'s message."""
+    """The ``process`` span of one delivery of ``record``'s message.
+
+    ``connect_only``: the connection's ``(connect,)`` links tuple, built once.
+    """
     delay = record.delay(now)
     attributes = record.span_attributes
     if delay is not None:
@@ -149,7 +167,8 @@ def start_span(
     # One attributes dict at start (not set_attribute calls): one lock, one pass.
     return telemetry.tracer.start_span(
         record.span_name, context=record.parent, kind=SpanKind.CONSUMER,
-        links=record.links(connect), attributes=attributes, start_time=start_time,
+        links=record.links(connect, connect_only), attributes=attributes,
+        start_time=start_time,
     )
 
 
@@ -182,8 +201,11 @@ async def _traced(
     start_ns = _time_ns()
     if tally and not record.first_ns:
         record.first_ns = start_ns
-    span = start_span(record, telemetry, holder.connect_link if holder is not None else None,
-                      start_ns / 1e9, start_time=start_ns)
+    if holder is not None:
+        span = start_span(record, telemetry, holder.connect_link, start_ns / 1e9,
+                          start_ns, holder.connect_links)
+    else:
+        span = start_span(record, telemetry, None, start_ns / 1e9, start_ns)
     token = _attach(_set_span_in_context(span, record.handler_context))
     if holder is not None:
         holder.active_span = span
@@ -227,7 +249,7 @@ async def _past_budget(
 ) -> Any:
     """A delivery past the budget: no span object unless it fails or is slow."""
     token = None
-    if holder is None or not holder.under_dropped or record.dropped_context is not (
+    if holder is None or not holder.active or record.dropped_context is not (
             _DROPPED_CONTEXT):
         token = _attach(record.dropped_context)
         if holder is not None:

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Status, StatusCode
 
-from . import _process, _rates, _sampling, _spans, _telemetry
+from . import _carrier, _process, _rates, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
 from ._client_context import stamp
@@ -41,6 +41,7 @@ Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 _DROPPED_SPAN = _sampling.DROPPED_SPAN
+_strip = _carrier.strip
 
 
 async def _nothing() -> None:
@@ -85,17 +86,17 @@ class Connection:
         self.frame_parent = FrameParent(config, None, scope=scope, rate=rate)
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
-        self.under_dropped = self.active
+        self.connect_links: tuple[Link, ...] | None = None
         self.idle_span: trace.Span | None = _DROPPED_SPAN if self.active else None
         self.active_span: trace.Span | None = self.idle_span
         self.send: ASGISend | None = None
+        self.channels_dispatch: Dispatch | None = None  # Channels' own, bound at first use
         self.server_send: ASGISend | None = None
-        self.restricted = False  # the server refuses protocol close codes (daphne)
+        # restricted: the server refuses protocol close codes (daphne)
+        self.restricted = self.rejected = self.ended = False
         self.accepted_at: float | None = None
         self.closed_by_server: int | None = None
         self.close_reason: str | None = None
-        self.rejected = False
-        self.ended = False
         self.frames_in = self.frames_out = 0
         self.cap = SpanCap(config.MAX_SPANS_PER_CONNECTION)
         self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: sc.PROTOCOL_WEBSOCKET,
@@ -135,6 +136,7 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
+            self.connect_links = (self.connect_link,)  # a process span's links, built once
         self.frame_parent = FrameParent(config, context, self.base, scope, self.frame_parent.rate)
         self.connect_span = span
         self.active_span = span
@@ -159,11 +161,8 @@ class Connection:
     # -- outbound ASGI messages --------------------------------------------------------
 
     def wrap_send(self, send: ASGISend) -> ASGISend:
-        """The ASGI ``send`` the consumer gets: sees accept, close and every frame.
-
-        A plain function returning the server's awaitable: an untraced frame adds
-        no coroutine frame of ours.
-        """
+        """The ASGI ``send`` the consumer gets: sees accept, close and every frame (a plain
+        function returning the server's awaitable: an untraced frame adds no frame of ours)."""
         if not self.active:  # no SDK installed: nothing to record
             self.send = close_codes_for(send)
             return self.send
@@ -232,7 +231,7 @@ class Connection:
         decided = self.frame_parent.decide(text if json_frames else None)
         if decided is None:
             # Not sampled: no span, no histogram; what the handler starts is dropped too.
-            if self.under_dropped:
+            if self.active:  # runs under the shared unsampled context between spans
                 return dispatch(message)
             return self._untraced(message, dispatch, self.base)
         parent, links = decided
@@ -356,28 +355,30 @@ class TracedConsumerMixin:
         # A plain function returning an awaitable: with no SDK, Channels' own dispatch
         # coroutine runs with no frame of ours around it.
         connection = self._otel
+        # Channels' own dispatch, bound once per connection: ``super().dispatch`` would
+        # build a super object and a bound method for every message.
+        dispatch = connection.channels_dispatch
+        if dispatch is None:
+            dispatch = connection.channels_dispatch = super().dispatch  # type: ignore[misc]
         key = connection.carrier_key
         if key in message:  # from the channel layer, whatever its type
-            if connection.passthrough:  # no SDK: only the carrier must go
-                clean = dict(message)
-                del clean[key]
-                return super().dispatch(clean)  # type: ignore[misc, no-any-return]
-            return _process.process(self, message, super().dispatch, connection)  # type: ignore[misc]
-        dispatch = super().dispatch  # type: ignore[misc]
+            if connection.passthrough:  # no SDK: only the carrier must go (one copy per dict)
+                return dispatch(_strip(message, key))
+            return _process.process(self, message, dispatch, connection)
         message_type = message.get("type")
         if message_type == "websocket.receive":
             if not connection.active and not connection.guard.active:
                 connection.frames_in += 1  # no SDK and no protective setting: no other work
-                return dispatch(message)  # type: ignore[no-any-return]
+                return dispatch(message)
             return connection.on_frame(message, dispatch, self._otel_json_frames)
         if message_type == "websocket.connect":
             MEMBERSHIPS.track(getattr(self, "channel_name", None))  # the groups it joins
             if connection.off:  # rate 0: no span, the handshake runs as Channels' own
-                return dispatch(message)  # type: ignore[no-any-return]
+                return dispatch(message)
             return connection.on_connect(message, dispatch)
         if message_type == "websocket.disconnect":
             if connection.off:
-                return dispatch(message)  # type: ignore[no-any-return]
+                return dispatch(message)
             return connection.on_disconnect(message, dispatch)
         if message_type == SUBSCRIPTION_LOST and connection.send is not None:
             # Queued by _subscriptions ("close"). The ASGI send itself: a sync consumer's

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
+from wrapt import register_post_import_hook
+
 from ._names import DEFAULT_SENSITIVE_QUERY_PARAMS
 
 __all__ = [
@@ -285,12 +287,13 @@ def reload(*, setting: str | None = None, **kwargs: Any) -> None:
             listener()
 
 
-def _connect_signal() -> None:
-    try:
-        from django.test.signals import setting_changed
-    except Exception:  # pragma: no cover - Django always has it
-        return
-    setting_changed.connect(reload, dispatch_uid="otel_channels.conf.reload")
+def _connect_signal(module: Any) -> None:
+    module.setting_changed.connect(reload, dispatch_uid="otel_channels.conf.reload")
 
 
-_connect_signal()
+# ``setting_changed`` lives in django.test.signals, whose import loads the test client,
+# unittest, wsgiref and http.server: about 5,900 objects every full collection of a
+# worker would walk (benchmarks/README.md, "Resident heap"). Only code that changes
+# settings at run time (override_settings, i.e. tests) sends it, and that code has
+# imported django.test: connect when it is imported, now or later.
+register_post_import_hook(_connect_signal, "django.test.signals")

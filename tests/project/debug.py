@@ -73,6 +73,10 @@ async def state(request: HttpRequest) -> JsonResponse:
         "receive_buffered_messages": sum(queue.qsize() for queue in buffers.values()),
         "rss_bytes": _rss(),
         "fds": len(os.listdir("/proc/self/fd")),
+        # gc.freeze() recipe (docs/performance.md): objects frozen at start-up, and what
+        # the collector's generations still hold.
+        "gc_frozen": gc.get_freeze_count(),
+        "gc_tracked": len(gc.get_objects()),
         **({"stacks": stacks} if stacks is not None else {}),
         **({"growth": growth} if growth is not None else {}),
     })
