@@ -21,6 +21,7 @@ from .._names import request_route
 from ..conf import get_config
 from ._hub import Envelope, LocalStream, get_hub
 from ._replay import get_log, parse_id
+from ._threads import release_request_thread
 from .wire import ServerSentEvent, encode_comment
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class _Stream:
 
     async def run(self) -> AsyncIterator[bytes]:
         """The async generator Django streams; its ``finally`` releases everything."""
+        # Django is done with the request's sync code: its thread goes (see _threads).
+        release_request_thread()
         config, view = self.config, self.view
         retry = view.retry if view.retry is not None else config.SSE_RETRY
         heartbeat = view.heartbeat if view.heartbeat is not None else config.SSE_HEARTBEAT
