@@ -28,10 +28,10 @@ from opentelemetry.trace import Link, Status, StatusCode
 from . import _process, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
-from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
+from ._frames import FrameGuard, FrameParent, Rejection, size_of, span_cap
 from ._layers import MEMBERSHIPS
 from ._names import route_of
-from .conf import get_config
+from .conf import Config, get_config
 
 Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
@@ -43,25 +43,73 @@ async def _nothing() -> None:
     return None
 
 
+class _Route:
+    """What every connection of one consumer class on one route shares (issue 20: the
+    per-connection cost): its names, metric attributes and counter cells, and the
+    objects that hold no per-connection state until the connection needs its own."""
+
+    __slots__ = ("attrs_in", "attrs_out", "config", "count_in", "count_out", "frame_parent",
+                 "guard", "metric_attributes", "name", "route", "telemetry")
+
+    def __init__(self, cls: type, route: str, telemetry: _telemetry.Telemetry,
+                 config: Config) -> None:
+        self.telemetry, self.config = telemetry, config
+        self.name = cls.__qualname__
+        self.route = route
+        self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: sc.PROTOCOL_WEBSOCKET,
+                                  sc.HTTP_ROUTE: route}
+        self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
+        self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
+        self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
+        self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
+        self.frame_parent = FrameParent(config, None)  # until the handshake's span exists
+        guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
+        self.guard = None if guard.active else guard  # a rate limit counts per connection
+
+
+#: ``(consumer class, route)`` -> its :class:`_Route`; rebuilt when settings or providers change.
+_ROUTES: dict[tuple[type, str], _Route] = {}
+_MAX_ROUTES = 4096  # route templates and classes are few; a bound all the same
+
+
+def _route_for(cls: type, scope: dict[str, Any], telemetry: _telemetry.Telemetry,
+               config: Config) -> _Route:
+    route = route_of(scope, cls.__name__)
+    shared = _ROUTES.get((cls, route))
+    if shared is None or shared.config is not config or shared.telemetry is not telemetry:
+        if len(_ROUTES) >= _MAX_ROUTES:
+            _ROUTES.clear()
+        shared = _ROUTES[(cls, route)] = _Route(cls, route, telemetry, config)
+    return shared
+
+
 class Connection:
-    """Per-connection tracing state; the consumer holds one as ``self._otel``."""
+    """Per-connection tracing state (``consumer._otel``); slotted, the rest in :class:`_Route`."""
+
+    __slots__ = ("accepted_at", "active", "active_span", "attrs_in", "attrs_out", "base", "cap",
+                 "carrier_key", "close_reason", "closed_by_server", "config", "connect_link",
+                 "connect_span", "consumer", "count_in", "count_out", "ended", "frame_parent",
+                 "frames_in", "frames_out", "guard", "idle_span", "ignored", "metric_attributes",
+                 "name", "passthrough", "rejected", "restricted", "route", "scope", "send",
+                 "server_send", "telemetry", "trace_sends", "under_dropped")
 
     def __init__(self, consumer: Any, scope: dict[str, Any]) -> None:
         self.consumer = consumer
         self.scope = scope
         self.telemetry = telemetry = _telemetry.get()
         self.config = config = get_config()
+        shared = _route_for(type(consumer), scope, telemetry, config)
         self.carrier_key = config.CARRIER_KEY
         self.active = telemetry.active()
-        self.guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
+        self.guard = shared.guard or FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
         self.ignored = config.IGNORED_FRAMES
         self.trace_sends = config.SEND_EVENTS or config.SEND_SPANS
         #: No SDK and no message policy: a channel-layer message only loses its carrier.
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
-        self.name = type(consumer).__qualname__
-        self.route = route_of(scope, type(consumer).__name__)
+        self.name = shared.name
+        self.route = shared.route
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None)
+        self.frame_parent = shared.frame_parent
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.under_dropped = self.active
@@ -76,13 +124,10 @@ class Connection:
         self.rejected = False
         self.ended = False
         self.frames_in = self.frames_out = 0
-        self.cap = SpanCap(config.MAX_SPANS_PER_CONNECTION)
-        self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: sc.PROTOCOL_WEBSOCKET,
-                                  sc.HTTP_ROUTE: self.route}
-        self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
-        self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
-        self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
-        self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
+        self.cap = span_cap(config.MAX_SPANS_PER_CONNECTION)
+        self.metric_attributes, self.attrs_in, self.attrs_out = (
+            shared.metric_attributes, shared.attrs_in, shared.attrs_out)
+        self.count_in, self.count_out = shared.count_in, shared.count_out
 
     async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch) -> Any:
         """Handle ``message`` with ``span`` current; its exception recorded, then ended."""
