@@ -158,10 +158,15 @@ class Connection:
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
-        self.frame_parent = FrameParent(config, context, self.base)
+            self.frame_parent = FrameParent(config, context, self.base)
+        elif self.base is not _spans.EMPTY:
+            self.frame_parent = FrameParent(config, None, self.base)
         self.connect_span = span
         self.active_span = span
-        token = _spans.activate(span, self.base)
+        # Nothing to make current (no SDK, no client context, no baggage): the task's
+        # context stays as it is, and keeps no context objects of ours (issue 20).
+        token = _spans.activate(span, self.base) if context.is_valid or (
+            self.base is not _spans.EMPTY or self.active) else None
         try:
             return await dispatch(message)
         except BaseException as exc:
@@ -169,7 +174,8 @@ class Connection:
             self._end_connect("error")
             raise
         finally:
-            _spans.deactivate(token)
+            if token is not None:
+                _spans.deactivate(token)
             self.active_span = self.idle_span
             self._end_connect("pending")  # the handler returned without accept or close
 
