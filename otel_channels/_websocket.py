@@ -149,24 +149,19 @@ class Connection:
         scope, config = self.scope, self.config
         headers = _spans.decode_headers(scope)
         parent, links = _spans.handshake_context(scope, headers, config)
-        span = _spans.start_connect(
-            self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name,
-            {**scope, "scheme": scope.get("scheme") or "ws"}, headers, config,
-            parent=parent, links=links,
-        )
+        span = _spans.start_connect(self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name,
+                                    {**scope, "scheme": scope.get("scheme") or "ws"}, headers,
+                                    config, parent=parent, links=links)
         self.base = _spans.baggage_of(parent)  # every later span's context keeps it
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
+        if context.is_valid or self.base is not _spans.EMPTY:
             self.frame_parent = FrameParent(config, context, self.base)
-        elif self.base is not _spans.EMPTY:
-            self.frame_parent = FrameParent(config, None, self.base)
-        self.connect_span = span
-        self.active_span = span
-        # Nothing to make current (no SDK, no client context, no baggage): the task's
-        # context stays as it is, and keeps no context objects of ours (issue 20).
-        token = _spans.activate(span, self.base) if context.is_valid or (
-            self.base is not _spans.EMPTY or self.active) else None
+        self.connect_span = self.active_span = span
+        # Nothing to make current (no SDK, client context or baggage): no context (issue 20).
+        current = self.active or context.is_valid or self.base is not _spans.EMPTY
+        token = _spans.activate(span, self.base) if current else None
         try:
             return await dispatch(message)
         except BaseException as exc:
