@@ -116,9 +116,11 @@ async def http_get(port: int, target: str) -> bytes:
     return data.split(b"\r\n\r\n", 1)[1]
 
 
-async def live_blocks(port: int) -> int:
-    """The worker's live pymalloc blocks after ``gc.collect()``: the leak check."""
-    return int(json.loads(await http_get(port, "/stats?blocks=1"))["blocks"])
+async def live_blocks(port: int) -> tuple[int, int]:
+    """The worker's live pymalloc blocks after ``gc.collect()`` (the leak check), and the
+    connections its channels-redis pool holds (kept at their high-water mark)."""
+    stats = json.loads(await http_get(port, "/stats?blocks=1"))
+    return int(stats["blocks"]), int(stats["redis_connections"])
 
 
 class SSEClient:
@@ -279,10 +281,12 @@ def per_conn(row: dict[str, Any], key: str, against: int | None = None) -> str:
 
 def leak(row: dict[str, Any]) -> str:
     """Live pymalloc blocks after each close over the baseline, per connection."""
-    blocks = row.get("blocks") or []
-    if len(blocks) < 2:
+    found = row.get("blocks") or []
+    if len(found) < 2:
         return "—"
-    return " / ".join(f"{(b - blocks[0]) / row['n']:.2f}" for b in blocks[1:])
+    blocks = [b[0] for b in found]
+    text = " / ".join(f"{(b - blocks[0]) / row['n']:.1f}" for b in blocks[1:])
+    return text + " (Redis pool: " + " / ".join(str(b[1]) for b in found[1:]) + ")"
 
 
 def table(rows: list[dict[str, Any]], frames: int) -> str:
@@ -291,7 +295,7 @@ def table(rows: list[dict[str, Any]], frames: int) -> str:
         "| N | connection | open | + a broadcast to all | "
         f"+ {frames} frames each | OS threads (baseline → N open) "
         "| open again, cycle 2 (over cycle 1's close) | cycle 2's close over cycle 1's "
-        "| live blocks left per connection after close, cycle 1 / 2 |",
+        "| live blocks left per connection after close, cycle 1 / 2 (Redis connections) |",
         "|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:

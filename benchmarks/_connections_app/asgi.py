@@ -85,6 +85,16 @@ else:
 django_app = get_asgi_application()
 
 
+def redis_connections() -> int:
+    """Connections held by channels-redis's pools (they stay at their high-water mark)."""
+    total = 0
+    for loop_layer in getattr(get_channel_layer(), "_layers", {}).values():
+        for client in getattr(loop_layer, "_connections", {}).values():
+            pool = client.connection_pool
+            total += len(pool._available_connections) + len(pool._in_use_connections)
+    return total
+
+
 async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """``/events/`` to Django; ``/stats`` and ``/broadcast`` answered here."""
     if scope["path"].startswith("/events/"):
@@ -100,6 +110,7 @@ async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if b"blocks=1" in scope["query_string"]:  # live Python memory, garbage collected
             gc.collect()
             stats["blocks"] = sys.getallocatedblocks()
+            stats["redis_connections"] = redis_connections()
         body = json.dumps(stats).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"),
