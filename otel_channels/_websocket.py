@@ -183,41 +183,39 @@ class Connection:
     # -- outbound ASGI messages --------------------------------------------------------
 
     def wrap_send(self, send: ASGISend) -> ASGISend:
-        """The ASGI ``send`` the consumer gets: sees accept, close and every frame.
-
-        A plain function returning the server's awaitable: an untraced frame adds
-        no coroutine frame of ours.
-        """
+        """The consumer's ASGI ``send``: sees accept, close, every frame (no closure: issue 20)."""
         if not self.active:  # no SDK installed: nothing to record
             self.send = close_codes_for(send)
             return self.send
         self.server_send = send
-        restricted = self.restricted = application_codes_only(send)
+        self.restricted = application_codes_only(send)
+        self.send = self._traced_send
+        return self.send
 
-        def traced_send(message: dict[str, Any]) -> Awaitable[None]:
-            message_type = message.get("type")
-            if message_type == "websocket.send":
-                self.frames_out += 1
-                self.count_out[0] += 1
-                if not self.trace_sends:
-                    return send(message)  # outbound frames are counted, not traced
-                span = self.active_span or trace.get_current_span()
-                if not span.is_recording():
-                    return send(message)
-                return _spans.send_frame(self.telemetry, self.route, span, self.base, message,
-                                         send, self.config.SEND_SPANS and self.cap.take(),
-                                         self.attrs_out)
-            if message_type == "websocket.accept":
-                self._on_accept(message)
-            elif message_type == "websocket.close":
-                if restricted:
-                    message = sendable_close(message)
-                self._on_close(message)
-            return send(message)
-
-        # Marked as a coroutine function: sync consumers hand it to async_to_sync.
-        self.send = markcoroutinefunction(traced_send)
-        return traced_send
+    @markcoroutinefunction  # sync consumers hand it to async_to_sync
+    def _traced_send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """Returns the server's awaitable: an untraced frame adds no coroutine frame of ours."""
+        send = self.server_send
+        assert send is not None
+        message_type = message.get("type")
+        if message_type == "websocket.send":
+            self.frames_out += 1
+            self.count_out[0] += 1
+            if not self.trace_sends:
+                return send(message)  # outbound frames are counted, not traced
+            span = self.active_span or trace.get_current_span()
+            if not span.is_recording():
+                return send(message)
+            return _spans.send_frame(self.telemetry, self.route, span, self.base, message,
+                                     send, self.config.SEND_SPANS and self.cap.take(),
+                                     self.attrs_out)
+        if message_type == "websocket.accept":
+            self._on_accept(message)
+        elif message_type == "websocket.close":
+            if self.restricted:
+                message = sendable_close(message)
+            self._on_close(message)
+        return send(message)
 
     def _on_accept(self, message: dict[str, Any]) -> None:
         span = self.connect_span
