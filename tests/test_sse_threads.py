@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 
 from otel_channels.sse._threads import release_request_thread
@@ -113,3 +114,23 @@ async def test_a_context_with_its_own_executor_is_left_alone() -> None:
             assert SyncToAsync.context_to_thread_executor[context] is executor
     finally:
         executor.shutdown()
+
+
+async def test_the_requests_database_connections_are_closed_on_its_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connections are per thread: they are closed on the thread that opened them."""
+    from otel_channels.sse import _threads
+
+    closed_on: list[threading.Thread] = []
+
+    class Connections:
+        def close_all(self) -> None:
+            closed_on.append(threading.current_thread())
+
+    monkeypatch.setattr(_threads, "connections", Connections())
+    async with ThreadSensitiveContext():
+        thread = await sync_to_async(threading.current_thread)()
+        assert release_request_thread() is True
+        thread.join(5)
+    assert closed_on == [thread]
