@@ -193,14 +193,21 @@ async def open_all(kind: str, port: int, n: int) -> list[Any]:
     return clients
 
 
-async def close_all(kind: str, clients: list[Any], port: int) -> None:
+async def close_all(kind: str, clients: list[Any], port: int, pid: int, threads: int) -> None:
+    """Close every client; wait until the worker has ended every connection."""
     await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), TIMEOUT)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + TIMEOUT
     while kind == "ws" and time.monotonic() < deadline:  # until every disconnect() ran
         if json.loads(await http_get(port, "/stats"))["websocket"] == 0:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(2.0)  # SSE: Django cancels the response on http.disconnect
+    # Django ends each request on a thread of its own (request_finished's sync receivers),
+    # joined by another: closing thousands of streams at once runs hundreds for a while.
+    for _ in range(int(TIMEOUT / 0.5)):
+        if proc_status(pid)[1] <= threads:
+            break
+        await asyncio.sleep(0.5)
 
 
 async def broadcast(kind: str, clients: list[Any], port: int, count: int) -> None:
@@ -238,7 +245,7 @@ async def run_variant(label: str, kind: str, env: dict[str, str], n: int,
         await broadcast(kind, warm, port, 1)
         if kind == "ws":
             await asyncio.gather(*(c.frames(2) for c in warm))
-        await close_all(kind, warm, port)
+        await close_all(kind, warm, port, pid, proc_status(pid)[1])
         base = await settled(pid)
         blocks = [await live_blocks(port)]
         row: dict[str, Any] = {"label": label, "n": n, "base_rss": base[0],
@@ -266,7 +273,7 @@ async def run_variant(label: str, kind: str, env: dict[str, str], n: int,
                     await broadcast(kind, clients, port, frames)
                 phase("frames")
                 row["frames"] = await settled(pid)
-            await close_all(kind, clients, port)
+            await close_all(kind, clients, port, pid, base[1])
             phase(f"close{cycle}")
             row[f"closed{cycle}"] = await settled(pid)
             blocks.append(await live_blocks(port))  # after the RSS reading: it collects
