@@ -19,6 +19,7 @@ import pytest
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 
 from otel_channels.sse._threads import release_request_thread
+from tests._redis import delete_keys
 from tests._servers import DaphneWorker
 
 STREAMS = 40
@@ -84,6 +85,7 @@ async def test_open_streams_hold_no_thread_on_a_real_daphne(redis_url: str) -> N
         after = await settled_threads(pid, at_most=before)
         assert after <= before, (before, after)  # the ends' threads were joined too
         assert "Traceback" not in worker.output(), worker.output()[-3000:]
+    delete_keys(redis_url, env["CHANNEL_PREFIX"])
 
 
 async def test_release_request_thread_ends_the_contexts_executor_thread() -> None:
