@@ -46,21 +46,34 @@ def sendable_close(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
+class _DaphneSend:
+    """daphne's ``send`` mapping the close codes it refuses: one slotted object per
+    connection rather than a closure and the function's ``__dict__`` (issue 20)."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: ASGISend) -> None:
+        self.send = send
+
+    # Marked as a coroutine function: sync consumers hand it to async_to_sync.
+    @markcoroutinefunction
+    def __call__(self, message: dict[str, Any]) -> Awaitable[None]:
+        if message.get("type") == "websocket.close":
+            message = sendable_close(message)
+        return self.send(message)
+
+
+markcoroutinefunction(_DaphneSend)  # its instances too, as the function it replaces was
+
+
 def close_codes_for(send: ASGISend) -> ASGISend:
     """``send`` itself, or for daphne a ``send`` that maps the close codes it refuses.
 
-    A plain function returning the server's awaitable (no coroutine frame per
-    frame), marked as a coroutine function: sync consumers hand it to async_to_sync.
+    Returns the server's awaitable (no coroutine frame per frame).
     """
     if not application_codes_only(send):
         return send
-
-    def mapped_send(message: dict[str, Any]) -> Awaitable[None]:
-        if message.get("type") == "websocket.close":
-            message = sendable_close(message)
-        return send(message)
-
-    return markcoroutinefunction(mapped_send)
+    return _DaphneSend(send)
 
 
 #: The attribute hypercorn's WebSocket stream gets: the code of the client's close frame.

@@ -45,6 +45,8 @@ class Rejection(NamedTuple):
 class FrameGuard:
     """``MAX_FRAME_SIZE`` and ``MAX_FRAME_RATE`` for one connection."""
 
+    __slots__ = ("_at", "_tokens", "active", "max_rate", "max_size")
+
     def __init__(self, max_size: int | None, max_rate: float | None) -> None:
         self.max_size = max_size
         self.max_rate = max_rate
@@ -80,6 +82,8 @@ class FrameGuard:
 class SpanCap:
     """``MAX_SPANS_PER_CONNECTION``: frames past the cap are untraced and counted."""
 
+    __slots__ = ("cap", "dropped", "used")
+
     def __init__(self, cap: int | None) -> None:
         self.cap = cap
         self.used = 0
@@ -91,6 +95,23 @@ class SpanCap:
             return False
         self.used += 1
         return True
+
+
+class _NoCap(SpanCap):
+    """No ``MAX_SPANS_PER_CONNECTION``: one stateless instance for every connection."""
+
+    __slots__ = ()
+
+    def take(self) -> bool:
+        return True
+
+
+NO_CAP = _NoCap(None)
+
+
+def span_cap(cap: int | None) -> SpanCap:
+    """The connection's cap: its own counter, or the shared :data:`NO_CAP` (issue 20)."""
+    return NO_CAP if cap is None else SpanCap(cap)
 
 
 def bad_frame(text_data: str | None, bytes_data: bytes | None) -> tuple[str, int] | None:
@@ -116,9 +137,12 @@ class FrameParent:
     ``traceparent`` string or a carrier object, see :mod:`._client_context`).
     The connection's rate (``MESSAGE_SAMPLE_RATE``, or its route's own) is applied
     here, from the client's trace id when it sent one (so retries of one client
-    trace agree). The frame's baggage, merged
-    over the handshake's, is the handler's whatever the decision.
+    trace agree). The frame's baggage, merged over the handshake's, is the
+    handler's whatever the decision.
     """
+
+    __slots__ = ("base", "child", "connect", "dropped", "key", "needle", "parsed", "plain",
+                 "rate", "raw_policy", "scope", "trust")
 
     def __init__(self, config: Config, connect: SpanContext | None,
                  base: otel_context.Context = EMPTY,

@@ -94,12 +94,14 @@ class Memberships:
     """
 
     def __init__(self) -> None:
-        self.by_channel: dict[str, set[str]] = {}
+        # Tuples, not sets: an empty set is 216 bytes, a one-group tuple 48, and a
+        # consumer joins few groups (issue 20: thousands of idle connections per worker).
+        self.by_channel: dict[str, tuple[str, ...]] = {}
         self._leaving: set[asyncio.Task[None]] = set()
 
     def track(self, channel: Any) -> None:
         if isinstance(channel, str):
-            self.by_channel.setdefault(channel, set())
+            self.by_channel.setdefault(channel, ())
 
     def release(self, layer: Any, channel: Any) -> None:
         """Forget ``channel``; discard, in the background, the groups it never left."""
@@ -119,7 +121,7 @@ class Memberships:
 _LEAVE_RETRIES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
-async def _leave(layer: Any, channel: str, groups: set[str]) -> None:
+async def _leave(layer: Any, channel: str, groups: tuple[str, ...]) -> None:
     pending = set(groups)
     for wait in (*_LEAVE_RETRIES, None):
         for group in sorted(pending):
@@ -144,8 +146,8 @@ def traced_group_add(
     """``wrapt`` wrapper for ``group_add(group, channel)``: remember a traced consumer's groups."""
     group, channel = _group_and_channel(args, kwargs)
     groups = MEMBERSHIPS.by_channel.get(channel) if isinstance(channel, str) else None
-    if groups is not None and isinstance(group, str):
-        groups.add(group)
+    if groups is not None and isinstance(group, str) and group not in groups:
+        MEMBERSHIPS.by_channel[channel] = (*groups, group)
     return wrapped(*args, **kwargs)
 
 
@@ -155,8 +157,8 @@ def traced_group_discard(
     """``wrapt`` wrapper for ``group_discard(group, channel)``."""
     group, channel = _group_and_channel(args, kwargs)
     groups = MEMBERSHIPS.by_channel.get(channel) if isinstance(channel, str) else None
-    if groups is not None:
-        groups.discard(group)
+    if groups is not None and group in groups:
+        MEMBERSHIPS.by_channel[channel] = tuple(g for g in groups if g != group)
     return wrapped(*args, **kwargs)
 
 

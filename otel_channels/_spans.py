@@ -272,6 +272,18 @@ async def send_frame(
         span.end()
 
 
+def close_attributes(frames_in: int, frames_out: int, reason: Any,
+                     spans_dropped: int) -> dict[str, Any]:
+    """A WebSocket ``disconnect`` span's frame counts, close reason and dropped spans."""
+    attributes: dict[str, Any] = {sc.CHANNELS_FRAMES_RECEIVED: frames_in,
+                                  sc.CHANNELS_FRAMES_SENT: frames_out}
+    if isinstance(reason, str) and reason:
+        attributes[sc.WEBSOCKET_CLOSE_REASON] = reason[:123]  # at most 123 bytes on the wire
+    if spans_dropped:
+        attributes[sc.CHANNELS_SPANS_DROPPED] = spans_dropped
+    return attributes
+
+
 def start_disconnect(
     telemetry: _telemetry.Telemetry,
     route: str,

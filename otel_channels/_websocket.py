@@ -31,11 +31,11 @@ from . import _carrier, _process, _rates, _sampling, _spans, _telemetry
 from . import _semconv as sc
 from ._asgi import application_codes_only, close_codes_for, sendable_close, wire_close_code
 from ._client_context import stamp
-from ._frames import FrameGuard, FrameParent, Rejection, SpanCap, size_of
+from ._frames import FrameGuard, FrameParent, Rejection, size_of, span_cap
 from ._layers import MEMBERSHIPS
 from ._names import route_of
 from ._subscriptions import CLOSE_CODE, CLOSE_REASON, SUBSCRIPTION_LOST
-from .conf import get_config
+from .conf import Config, get_config
 
 Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
@@ -63,27 +63,76 @@ def _with_context(send_json: Callable[..., Any], key: str) -> Callable[..., Any]
     return send_json_with_context
 
 
+class _Route:
+    """What every connection of one consumer class on one route shares (issue 20: the
+    per-connection cost): its names, metric attributes and counter cells, and the
+    objects that hold no per-connection state until the connection needs its own."""
+
+    __slots__ = ("attrs_in", "attrs_out", "config", "count_in", "count_out", "frame_parent",
+                 "guard", "metric_attributes", "name", "off", "route", "telemetry")
+
+    def __init__(self, cls: type, route: str, telemetry: _telemetry.Telemetry,
+                 config: Config) -> None:
+        self.telemetry, self.config = telemetry, config
+        self.name = cls.__qualname__
+        self.route = route
+        self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: sc.PROTOCOL_WEBSOCKET,
+                                  sc.HTTP_ROUTE: route}
+        self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
+        self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
+        self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
+        self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
+        # The class's or route's own rate (off: 0, no span of the connection at all).
+        rate, self.off = _rates.route_rate(config, route, cls)
+        self.frame_parent = FrameParent(config, None, rate=rate)  # until the handshake
+        guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
+        self.guard = None if guard.active else guard  # a rate limit counts per connection
+
+
+#: ``(consumer class, route)`` -> its :class:`_Route`; rebuilt when settings or providers change.
+_ROUTES: dict[tuple[type, str], _Route] = {}
+_MAX_ROUTES = 4096  # route templates and classes are few; a bound all the same
+
+
+def _route_for(cls: type, scope: dict[str, Any], telemetry: _telemetry.Telemetry,
+               config: Config) -> _Route:
+    route = route_of(scope, cls.__name__)
+    shared = _ROUTES.get((cls, route))
+    if shared is None or shared.config is not config or shared.telemetry is not telemetry:
+        if len(_ROUTES) >= _MAX_ROUTES:
+            _ROUTES.clear()
+        shared = _ROUTES[(cls, route)] = _Route(cls, route, telemetry, config)
+    return shared
+
+
 class Connection:
-    """Per-connection tracing state; the consumer holds one as ``self._otel``."""
+    """Per-connection tracing state (``consumer._otel``); slotted, the rest in :class:`_Route`."""
+
+    __slots__ = ("accepted_at", "active", "active_span", "attrs_in", "attrs_out", "base", "cap",
+                 "carrier_key", "close_reason", "closed_by_server", "config", "connect_link",
+                 "connect_links", "connect_span", "channels_dispatch", "count_in", "count_out",
+                 "ended", "frame_parent", "frames_in", "frames_out", "guard", "idle_span",
+                 "ignored", "metric_attributes", "name", "off", "passthrough", "rejected",
+                 "restricted", "route", "scope", "send", "server_send", "telemetry", "to_client",
+                 "trace_sends")
 
     def __init__(self, consumer: Any, scope: dict[str, Any]) -> None:
         self.scope = scope
         self.telemetry = telemetry = _telemetry.get()
         self.config = config = get_config()
+        shared = _route_for(type(consumer), scope, telemetry, config)
         self.carrier_key = config.CARRIER_KEY
         self.active = telemetry.active()
-        self.guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
+        self.guard = shared.guard or FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
         self.ignored = config.IGNORED_FRAMES
         self.trace_sends = config.SEND_EVENTS or config.SEND_SPANS
         #: ``JSON_CONTEXT_TO_CLIENT``: the key dict frames ``send_json`` sends get, or None.
         self.to_client = config.JSON_TRACEPARENT_KEY if config.JSON_CONTEXT_TO_CLIENT else None
         #: No SDK and no message policy: a channel-layer message only loses its carrier.
         self.passthrough = not self.active and config.UNKNOWN_MESSAGE_POLICY == "raise"
-        self.name = type(consumer).__qualname__
-        self.route = route_of(scope, type(consumer).__name__)
-        rate, self.off = _rates.route_rate(config, self.route, consumer)  # off: rate 0, no span
+        self.name, self.route, self.off = shared.name, shared.route, shared.off
         self.base = _spans.EMPTY  # the handshake's baggage, if any
-        self.frame_parent = FrameParent(config, None, scope=scope, rate=rate)
+        self.frame_parent = shared.frame_parent
         self.connect_span: trace.Span | None = None
         self.connect_link: Link | None = None  # built once: every later span links it
         self.connect_links: tuple[Link, ...] | None = None
@@ -98,13 +147,10 @@ class Connection:
         self.closed_by_server: int | None = None
         self.close_reason: str | None = None
         self.frames_in = self.frames_out = 0
-        self.cap = SpanCap(config.MAX_SPANS_PER_CONNECTION)
-        self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: sc.PROTOCOL_WEBSOCKET,
-                                  sc.HTTP_ROUTE: self.route}
-        self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
-        self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
-        self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
-        self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
+        self.cap = span_cap(config.MAX_SPANS_PER_CONNECTION)
+        self.metric_attributes, self.attrs_in, self.attrs_out = (
+            shared.metric_attributes, shared.attrs_in, shared.attrs_out)
+        self.count_in, self.count_out = shared.count_in, shared.count_out
 
     async def _run(self, span: trace.Span, message: dict[str, Any], dispatch: Dispatch,
                    base: Context) -> Any:
@@ -127,20 +173,23 @@ class Connection:
         scope, config = self.scope, self.config
         headers = _spans.decode_headers(scope)
         parent, links = _spans.handshake_context(scope, headers, config)
-        span = _spans.start_connect(
-            self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name,
-            {**scope, "scheme": scope.get("scheme") or "ws"}, headers, config,
-            parent=parent, links=links,
-        )
+        span = _spans.start_connect(self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name,
+                                    {**scope, "scheme": scope.get("scheme") or "ws"}, headers,
+                                    config, parent=parent, links=links)
         self.base = _spans.baggage_of(parent)  # every later span's context keeps it
         context = span.get_span_context()
         if context.is_valid:
             self.connect_link = Link(context)
             self.connect_links = (self.connect_link,)  # a process span's links, built once
-        self.frame_parent = FrameParent(config, context, self.base, scope, self.frame_parent.rate)
-        self.connect_span = span
-        self.active_span = span
-        token = _spans.activate(span, self.base)
+        shared = self.frame_parent
+        # Its own decision only when it differs from the route's: a connect to link or a
+        # parent, baggage, or a user to ask ("authenticated").
+        if context.is_valid or self.base is not _spans.EMPTY or shared.trust == "authenticated":
+            self.frame_parent = FrameParent(config, context, self.base, scope, shared.rate)
+        self.connect_span = self.active_span = span
+        # Nothing to make current (no SDK, client context or baggage): no context (issue 20).
+        current = self.active or context.is_valid or self.base is not _spans.EMPTY
+        token = _spans.activate(span, self.base) if current else None
         try:
             return await dispatch(message)
         except BaseException as exc:
@@ -148,7 +197,8 @@ class Connection:
             self._end_connect("error")
             raise
         finally:
-            _spans.deactivate(token)
+            if token is not None:
+                _spans.deactivate(token)
             self.active_span = self.idle_span
             self._end_connect("pending")  # the handler returned without accept or close
 
@@ -161,38 +211,39 @@ class Connection:
     # -- outbound ASGI messages --------------------------------------------------------
 
     def wrap_send(self, send: ASGISend) -> ASGISend:
-        """The ASGI ``send`` the consumer gets: sees accept, close and every frame (a plain
-        function returning the server's awaitable: an untraced frame adds no frame of ours)."""
+        """The consumer's ASGI ``send``: sees accept, close, every frame (no closure: issue 20)."""
         if not self.active:  # no SDK installed: nothing to record
             self.send = close_codes_for(send)
             return self.send
         self.server_send = send
-        restricted = self.restricted = application_codes_only(send)
+        self.restricted = application_codes_only(send)
+        self.send = self._traced_send
+        return self.send
 
-        def traced_send(message: dict[str, Any]) -> Awaitable[None]:
-            message_type = message.get("type")
-            if message_type == "websocket.send":
-                self.frames_out += 1
-                self.count_out[0] += 1
-                if not self.trace_sends:
-                    return send(message)  # outbound frames are counted, not traced
-                span = self.active_span or trace.get_current_span()
-                if not span.is_recording():
-                    return send(message)
-                return _spans.send_frame(self.telemetry, self.route, span, self.base, message,
-                                         send, self.config.SEND_SPANS and self.cap.take(),
-                                         self.attrs_out)
-            if message_type == "websocket.accept":
-                self._on_accept(message)
-            elif message_type == "websocket.close":
-                if restricted:
-                    message = sendable_close(message)
-                self._on_close(message)
-            return send(message)
-
-        # Marked as a coroutine function: sync consumers hand it to async_to_sync.
-        self.send = markcoroutinefunction(traced_send)
-        return traced_send
+    @markcoroutinefunction  # sync consumers hand it to async_to_sync
+    def _traced_send(self, message: dict[str, Any]) -> Awaitable[None]:
+        """Returns the server's awaitable: an untraced frame adds no coroutine frame of ours."""
+        send = self.server_send
+        assert send is not None
+        message_type = message.get("type")
+        if message_type == "websocket.send":
+            self.frames_out += 1
+            self.count_out[0] += 1
+            if not self.trace_sends:
+                return send(message)  # outbound frames are counted, not traced
+            span = self.active_span or trace.get_current_span()
+            if not span.is_recording():
+                return send(message)
+            return _spans.send_frame(self.telemetry, self.route, span, self.base, message,
+                                     send, self.config.SEND_SPANS and self.cap.take(),
+                                     self.attrs_out)
+        if message_type == "websocket.accept":
+            self._on_accept(message)
+        elif message_type == "websocket.close":
+            if self.restricted:
+                message = sendable_close(message)
+            self._on_close(message)
+        return send(message)
 
     def _on_accept(self, message: dict[str, Any]) -> None:
         span = self.connect_span
@@ -258,16 +309,15 @@ class Connection:
 
     async def _reject(self, rejection: Rejection) -> None:
         """Close with the rejection's code instead of handling a frame."""
-        telemetry = self.telemetry
-        telemetry.dropped_messages.add(1, {**self.metric_attributes,
-                                           sc.ERROR_TYPE: rejection.kind})
+        self.telemetry.dropped_messages.add(1, {**self.metric_attributes,
+                                                sc.ERROR_TYPE: rejection.kind})
         self.rejected = True
         close: dict[str, Any] = {"type": "websocket.close", "code": rejection.code}
         if self.restricted:
             close = sendable_close(close)
         # The span says the code actually sent (4009 under daphne, 1009 elsewhere).
         if not self.off:
-            _spans.rejected_receive(telemetry, self.route, self.connect_link, rejection.kind,
+            _spans.rejected_receive(self.telemetry, self.route, self.connect_link, rejection.kind,
                                     close["code"], rejection.size, rejection.why)
         assert self.send is not None  # set by wrap_send before any frame arrives
         await self.send({"type": "websocket.close", "code": rejection.code})  # mapped in send
@@ -286,15 +336,9 @@ class Connection:
     async def on_disconnect(self, message: dict[str, Any], dispatch: Dispatch) -> Any:
         # The code on the wire, whatever the server reports (see _asgi).
         code = wire_close_code(self.closed_by_server, self.server_send, message.get("code"))
-        attributes: dict[str, Any] = {
-            sc.CHANNELS_FRAMES_RECEIVED: self.frames_in,
-            sc.CHANNELS_FRAMES_SENT: self.frames_out,
-        }
-        reason = message.get("reason") or self.close_reason
-        if isinstance(reason, str) and reason:
-            attributes[sc.WEBSOCKET_CLOSE_REASON] = reason[:123]
-        if self.cap.dropped:
-            attributes[sc.CHANNELS_SPANS_DROPPED] = self.cap.dropped
+        attributes = _spans.close_attributes(self.frames_in, self.frames_out,
+                                             message.get("reason") or self.close_reason,
+                                             self.cap.dropped)
         duration = time.monotonic() - self.accepted_at if self.accepted_at is not None else 0.0
         span = _spans.start_disconnect(
             self.telemetry, self.route, sc.PROTOCOL_WEBSOCKET, self.name, self.connect_link,

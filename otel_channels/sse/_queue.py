@@ -12,7 +12,6 @@ Slow clients (``SSE_SLOW_CLIENT_POLICY``), counted in ``channels.sse.dropped``:
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +19,7 @@ from .. import _telemetry
 from ._replay import parse_id
 from .wire import ServerSentEvent
 
-__all__ = ["Envelope", "LocalStream"]
+__all__ = ["Envelope", "LocalStream", "Wake"]
 
 
 class Envelope:
@@ -62,6 +61,43 @@ class Envelope:
         return data
 
 
+class Wake:
+    """``asyncio.Event`` for a stream's one writer, without the Event's deque of waiters.
+
+    An idle stream holds one of these; ``asyncio.Event`` carries a ``deque`` (624
+    bytes) for any number of waiters, where a stream has one (issue 20: thousands
+    of idle streams per worker). The future exists only while the writer waits.
+    """
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
 class LocalStream:
     """A stream's bounded queue, fed by the hub (sync, on the hub's loop)."""
 
@@ -69,10 +105,12 @@ class LocalStream:
                  "overflowed", "metric_attributes", "__weakref__")
 
     def __init__(self, capacity: int, policy: str, metric_attributes: dict[str, Any]) -> None:
-        self.pending: deque[Envelope] = deque()
+        # A list, not a deque: empty (the idle stream's state) it is 56 bytes, a deque 624;
+        # dropping the oldest of a full queue moves at most SSE_QUEUE_SIZE pointers.
+        self.pending: list[Envelope] = []
         self.capacity = capacity
         self.policy = policy
-        self.wake = asyncio.Event()
+        self.wake = Wake()
         self.accepted: dict[str, tuple[int, int]] = {}
         self.unreported = 0  # dropped since the last stream-reset was written
         self.overflowed = False
@@ -107,7 +145,7 @@ class LocalStream:
                 telemetry.sse_dropped.add(lost, self.metric_attributes)
                 self.wake.set()
                 return False
-            self.pending.popleft()
+            del self.pending[0]
             self.unreported += 1
             telemetry.sse_dropped.add(1, self.metric_attributes)
         self.pending.append(envelope)

@@ -21,6 +21,7 @@ from .._names import request_route
 from ..conf import get_config
 from ._hub import Envelope, LocalStream, get_hub
 from ._replay import get_log, parse_id
+from ._threads import release_request_thread
 from .wire import ServerSentEvent, encode_comment
 
 if TYPE_CHECKING:
@@ -33,8 +34,25 @@ _OPEN = encode_comment("open")
 _HEARTBEAT = encode_comment("")
 
 
+#: Metric attributes per route, shared by its streams (issue 20: thousands per worker).
+_ATTRIBUTES: dict[str, dict[str, str]] = {}
+
+
+def _metric_attributes(route: str) -> dict[str, str]:
+    found = _ATTRIBUTES.get(route)
+    if found is None:
+        if len(_ATTRIBUTES) >= 4096:  # route templates are few; a bound all the same
+            _ATTRIBUTES.clear()
+        found = _ATTRIBUTES[route] = {sc.NETWORK_PROTOCOL_NAME: "sse", sc.HTTP_ROUTE: route}
+    return found
+
+
 class _Stream:
     """One open event stream: its spans, metrics, cursor and writer loop."""
+
+    __slots__ = ("config", "connect_context", "connect_span", "cursor", "default_format",
+                 "events", "groups", "metric_attributes", "name", "request", "route",
+                 "telemetry", "traceparent_field", "view")
 
     def __init__(self, view: EventStreamView, request: HttpRequest, default_format: bool) -> None:
         self.view = view
@@ -46,7 +64,7 @@ class _Stream:
         self.groups: list[str] = []
         self.cursor: dict[str, str] = {}
         self.events = 0
-        self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: "sse", sc.HTTP_ROUTE: self.route}
+        self.metric_attributes = _metric_attributes(self.route)
         self.default_format = default_format  # the view's format_event is ours: cache bytes
         self.traceparent_field = config.SSE_TRACEPARENT_FIELD
         self.connect_span: trace.Span | None = self._start_connect()
@@ -104,6 +122,8 @@ class _Stream:
 
     async def run(self) -> AsyncIterator[bytes]:
         """The async generator Django streams; its ``finally`` releases everything."""
+        # Django is done with the request's sync code: its thread goes (see _threads).
+        release_request_thread()
         config, view = self.config, self.view
         retry = view.retry if view.retry is not None else config.SSE_RETRY
         heartbeat = view.heartbeat if view.heartbeat is not None else config.SSE_HEARTBEAT
@@ -240,8 +260,8 @@ class _Stream:
             parts.append(self._reset({"reason": "slow_client", "dropped": local.unreported}))
             local.unreported = 0
         pending = local.pending
-        while pending:
-            parts.append(self._encode(pending.popleft()))
+        parts.extend(self._encode(envelope) for envelope in pending)  # no await in between
+        pending.clear()
         return b"".join(parts)
 
     def _encode(self, envelope: Envelope) -> bytes:

@@ -1,0 +1,1 @@
+"""The daphne worker of ``benchmarks/connections.py`` (idle connections per worker)."""
