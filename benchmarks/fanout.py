@@ -683,10 +683,10 @@ def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
 #: (category, path fragment); a sample goes to the innermost frame that matches one, so
 #: stdlib helpers (json, threading, contextvars) count for their caller.
 _CATEGORIES = (
-    ("otel_channels/_process.py", "/otel_channels/_process.py"),
-    ("otel_channels/_producer.py", "/otel_channels/_producer.py"),
-    ("otel_channels/_websocket.py", "/otel_channels/_websocket.py"),
-    ("otel_channels/_carrier.py", "/otel_channels/_carrier.py"),
+    ("otel_channels/delivery/process.py", "/otel_channels/delivery/process.py"),
+    ("otel_channels/layer/producer.py", "/otel_channels/layer/producer.py"),
+    ("otel_channels/websocket/connection.py", "/otel_channels/websocket/connection.py"),
+    ("otel_channels/telemetry/carrier.py", "/otel_channels/telemetry/carrier.py"),
     ("otel_channels/other", "/otel_channels/"),
     ("SDK trace (span create/end)", "/opentelemetry/sdk/trace/"),
     ("SDK metrics (record)", "/opentelemetry/sdk/metrics/"),

@@ -66,8 +66,8 @@ from opentelemetry.sdk.trace.export import (  # noqa: E402
 )
 from opentelemetry.trace import NoOpTracerProvider  # noqa: E402
 
-from otel_channels import _telemetry  # noqa: E402
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer  # noqa: E402
+from otel_channels.telemetry import instruments as _telemetry  # noqa: E402
 
 
 class Discard(SpanExporter):

@@ -64,10 +64,10 @@ from typing import Any, TypeVar
 from channels.layers import get_channel_layer
 from opentelemetry import trace
 
-from . import _carrier
-from ._carrier import SSE_GROUP, SSE_ID, SSE_PREV
 from .conf import get_config
 from .sse._replay import get_log, normalise_id
+from .telemetry import carrier as _carrier
+from .telemetry.carrier import SSE_GROUP, SSE_ID, SSE_PREV
 
 __all__ = ["BroadcastMaybeDelivered", "abroadcast", "broadcast"]
 

@@ -38,7 +38,6 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from ._names import default_group_template, pattern_template
 from .conf import (
     ENVIRONMENT_PREFIX,
     SETTING_NAME,
@@ -46,6 +45,7 @@ from .conf import (
     environment_settings,
     sample_rate_problems,
 )
+from .telemetry.names import default_group_template, pattern_template
 
 __all__ = ["check_channel_layers", "check_settings"]
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from wrapt import register_post_import_hook
 
-from ._names import DEFAULT_SENSITIVE_QUERY_PARAMS
+from .telemetry.names import DEFAULT_SENSITIVE_QUERY_PARAMS
 
 __all__ = [
     "DEFAULTS", "DEFAULT_SENSITIVE_QUERY_PARAMS", "SETTING_NAME", "SPECS", "Config",

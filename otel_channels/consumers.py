@@ -23,8 +23,8 @@ from channels.generic.websocket import (
     WebsocketConsumer,
 )
 
-from ._frames import MALFORMED_JSON, UNPARSED, bad_frame
-from ._websocket import TracedConsumerMixin
+from .websocket.frames import MALFORMED_JSON, UNPARSED, bad_frame
+from .websocket.mixin import TracedConsumerMixin
 
 __all__ = [
     "TracedAsyncJsonWebsocketConsumer",

@@ -25,7 +25,7 @@ What it does
   not);
 * watches channels-redis's pub/sub layer for subscriptions it loses and
   re-makes (``channels.layer.subscription.lost``, ``ON_SUBSCRIPTION_LOST``;
-  see ``_subscriptions``);
+  see ``layer.subscriptions``);
 * makes ``URLRouter`` record the matched route template in the scope, so
   span names say ``/chat/<room>/`` rather than a raw path.
 
@@ -49,10 +49,16 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import register_post_import_hook, wrap_function_wrapper
 
-from . import _asgi, _capacity, _fanout, _layers, _process, _subscriptions, _telemetry
-from ._names import ROUTE_SCOPE_KEY, pattern_template
 from ._package import _instruments
 from .conf import get_config
+from .delivery import fanout as _fanout
+from .delivery import process as _process
+from .layer import capacity as _capacity
+from .layer import patches as _layers
+from .layer import subscriptions as _subscriptions
+from .telemetry import instruments as _telemetry
+from .telemetry.names import ROUTE_SCOPE_KEY, pattern_template
+from .websocket import asgi as _asgi
 
 __all__ = ["ChannelsInstrumentor"]
 
@@ -173,7 +179,7 @@ class ChannelsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped = [(channels.layers.ChannelLayerManager, "_make_backend"),
                          (channels.routing.URLRouter, "__call__"),
                          (channels.consumer, "await_many_dispatch")]
-        # hypercorn drops the client's close code: keep it (see _asgi). Wrapped when
+        # hypercorn drops the client's close code: keep it (see websocket.asgi). Wrapped when
         # hypercorn is loaded, now or later: importing it here would load a server
         # nobody runs (and grow every worker's heap, which the collector pays for).
         if _HYPERCORN in sys.modules:

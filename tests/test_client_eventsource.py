@@ -23,13 +23,13 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_channels._carrier import format_traceparent
 from otel_channels.client import (
     EventSourceError,
     MessageEvent,
     TracedEventSource,
     TracedWebSocketClient,
 )
+from otel_channels.telemetry.carrier import format_traceparent
 from tests._compat import timeout as time_limit
 from tests._otlp import one_span, wait_spans
 from tests.test_client_websocket import e2e_cluster

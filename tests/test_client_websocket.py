@@ -23,9 +23,9 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags, T
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-from otel_channels._carrier import client_traceparent, format_traceparent
 from otel_channels.client import TracedWebSocketClient, _common
 from otel_channels.client import websocket as websocket_module
+from otel_channels.telemetry.carrier import client_traceparent, format_traceparent
 from tests._compat import timeout as time_limit
 from tests._otlp import OTLPReceiver, Span, one_span, wait_spans
 from tests._servers import DaphneWorker, two_workers
@@ -479,8 +479,9 @@ async def test_retries_a_503_handshake(server: EchoServer, spans: Any, sleeps: l
 
 def test_the_client_package_imports_no_server_module() -> None:
     code = ("import sys, otel_channels.client; print(' '.join(sorted(m for m in sys.modules if "
-            "m.split('.')[0] == 'channels' or m in ('otel_channels._websocket', "
-            "'otel_channels._process', 'otel_channels._spans', 'otel_channels.sse'))))")
+            "m.split('.')[0] == 'channels' or m in ('otel_channels.websocket.connection', "
+            "'otel_channels.delivery.process', 'otel_channels.telemetry.spans', "
+            "'otel_channels.sse'))))")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, timeout=60)
     assert found.stdout.strip() == ""

@@ -25,8 +25,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from django.urls import path
 
-from otel_channels import _carrier
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
+from otel_channels.telemetry import carrier as _carrier
 from tests.conftest import Spans
 
 SHARING = {"default": {"BACKEND": "benchmarks._fanout_app.layers.RedisLikeMemoryLayer"}}

@@ -5,8 +5,8 @@
   backticks equal to the code's (or a name defined in a ``python`` code block
   of the page, such as ``DEFAULT_SENSITIVE_QUERY_PARAMS``).
 * ``docs/metrics.md``: its ``| name | instrument | unit | ... |`` table lists
-  exactly the server's ``M_*`` metric names of :mod:`otel_channels._semconv`, with
-  the instrument kind and unit :class:`otel_channels._telemetry.Telemetry` creates;
+  exactly the server's ``M_*`` metric names of :mod:`otel_channels.telemetry.semconv`, with
+  the instrument kind and unit :class:`otel_channels.telemetry.instruments.Telemetry` creates;
   ``docs/clients.md`` lists exactly the clients' ``M_CLIENT_*`` names.
 * Every Markdown file: no line starting with ``|`` outside a rendered table
   (a table that renders as raw pipes), every table row with the header's
@@ -27,7 +27,9 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from otel_channels import _semconv, _telemetry, conf
+from otel_channels import conf
+from otel_channels.telemetry import instruments as _telemetry
+from otel_channels.telemetry import semconv as _semconv
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -29,8 +29,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_channels import _fanout
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
+from otel_channels.delivery import fanout as _fanout
 from tests.conftest import Metrics, Spans
 
 TEMPLATE = "fan_{id}"

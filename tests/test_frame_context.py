@@ -34,11 +34,11 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_channels import _carrier
 from otel_channels.broadcast import abroadcast
 from otel_channels.client.websocket import _encode
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer, TracedJsonWebsocketConsumer
 from otel_channels.sse import EventStreamView, _replay
+from otel_channels.telemetry import carrier as _carrier
 from otel_channels.testing import EventStreamCommunicator
 
 ROUTE = "/chat/<room>/"

@@ -8,15 +8,15 @@ import pytest
 from opentelemetry import baggage, trace
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_channels._frames import (
+from otel_channels.conf import Config
+from otel_channels.telemetry.wire import size_of
+from otel_channels.websocket.frames import (
     MALFORMED_JSON,
     FrameGuard,
     FrameParent,
     SpanCap,
     bad_frame,
-    size_of,
 )
-from otel_channels.conf import Config
 
 CONNECT = SpanContext(0xA1, 0xB1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 CLIENT_TP = "00-000000000000000000000000000000c2-00000000000000d2-01"

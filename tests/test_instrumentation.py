@@ -40,10 +40,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_channels import _telemetry
-from otel_channels._layers import raw_receive
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 from otel_channels.instrumentation import ChannelsInstrumentor
+from otel_channels.layer.patches import raw_receive
+from otel_channels.telemetry import instruments as _telemetry
 from tests.conftest import Metrics, Spans
 
 ROOT = Path(__file__).resolve().parent.parent

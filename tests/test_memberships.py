@@ -76,6 +76,6 @@ async def test_a_normal_disconnect_is_left_to_the_consumer() -> None:
     assert (await comm.connect())[0]
     await comm.disconnect()
     assert await members_of("room_m1") == set()
-    from otel_channels._layers import MEMBERSHIPS
+    from otel_channels.layer.memberships import MEMBERSHIPS
 
     assert MEMBERSHIPS.by_channel == {}  # nothing tracked after the consumer ended

@@ -20,8 +20,8 @@ SCRIPT = textwrap.dedent('''
     django.setup()
     from channels.layers import get_channel_layer
     from channels.testing import WebsocketCommunicator
-    from otel_channels import _telemetry
-    from otel_channels._layers import raw_receive
+    from otel_channels.telemetry import instruments as _telemetry
+    from otel_channels.layer.patches import raw_receive
     from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 
     seen = []

@@ -51,7 +51,6 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from otel_channels._layers import raw_receive
 from otel_channels.consumers import (
     TracedAsyncJsonWebsocketConsumer,
     TracedAsyncWebsocketConsumer,
@@ -59,6 +58,7 @@ from otel_channels.consumers import (
     TracedWebsocketConsumer,
 )
 from otel_channels.instrumentation import ChannelsInstrumentor
+from otel_channels.layer.patches import raw_receive
 from tests.conftest import Metrics, Spans, redis_layer_config
 
 CARRIER_KEY = "_otel"

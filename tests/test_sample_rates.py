@@ -17,9 +17,11 @@ from django.urls import path
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from otel_channels import _carrier, _rates, _sampling
 from otel_channels.conf import get_config
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
+from otel_channels.telemetry import carrier as _carrier
+from otel_channels.telemetry import rates as _rates
+from otel_channels.telemetry import sampling as _sampling
 
 CHAT, CURSORS = "/ws/chat/<room>/", "/ws/cursors/<room>/"
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from otel_channels._sampling import keep_trace
+from otel_channels.telemetry.sampling import keep_trace
 from tests._otlp import OTLPReceiver, Span, wait_spans
 from tests._servers import DaphneWorker, two_workers
 

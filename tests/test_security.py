@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
-from otel_channels import _telemetry
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
+from otel_channels.telemetry import instruments as _telemetry
 
 FORGED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # sampled flag set
 

@@ -1,4 +1,4 @@
-"""Every span, attribute and metric name lives in ``otel_channels._semconv``.
+"""Every span, attribute and metric name lives in ``otel_channels.telemetry.semconv``.
 
 A name spelled twice drifts (the SSE ``connect`` span once lacked
 ``client.port``; the client's ``receive`` said ``messaging.operation.type =
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.semconv._incubating.attributes import messaging_attributes
 
-from otel_channels import _semconv as sc
+from otel_channels.telemetry import semconv as sc
 
 PACKAGE = Path(__file__).resolve().parent.parent / "otel_channels"
 NAMESPACES = ("messaging", "channels", "websocket", "sse", "http", "url", "client", "server",
@@ -33,7 +33,7 @@ SPAN_VERBS = {sc.SPAN_CONNECT, sc.SPAN_RECEIVE, sc.SPAN_SEND, sc.SPAN_DISCONNECT
 
 
 def sources() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "_semconv.py")
+    return sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "telemetry" / "semconv.py")
 
 
 def docstring_nodes(tree: ast.AST) -> set[int]:

@@ -26,10 +26,10 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 from django.urls import path
 
-from otel_channels import _semconv as sc
 from otel_channels.broadcast import abroadcast
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer, TracedJsonWebsocketConsumer
 from otel_channels.sse import EventStreamView, _replay
+from otel_channels.telemetry import semconv as sc
 from otel_channels.testing import EventStreamCommunicator
 from tests._reliability import RedisServer, require_redis_server
 from tests.conftest import redis_layer_config

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent('''
     django.setup()
     from channels.generic.websocket import AsyncWebsocketConsumer
     from channels.testing import WebsocketCommunicator
-    from otel_channels import _telemetry
+    from otel_channels.telemetry import instruments as _telemetry
     from otel_channels.consumers import TracedAsyncWebsocketConsumer
     from otel_channels.instrumentation import ChannelsInstrumentor
 

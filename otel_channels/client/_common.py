@@ -19,8 +19,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
 from .. import __version__
-from .. import _semconv as sc
-from .._names import redact_query
+from ..telemetry import semconv as sc
+from ..telemetry.names import redact_query
 
 #: A context without any span: the parent of spans that start a new trace.
 EMPTY = otel_context.Context()

@@ -11,10 +11,10 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanContext
 
-from .. import _carrier
-from .. import _semconv as sc
-from .._names import DEFAULT_SENSITIVE_QUERY_PARAMS
 from ..eventstream import EventStreamParser, EventTooLarge, MessageEvent
+from ..telemetry import carrier as _carrier
+from ..telemetry import semconv as sc
+from ..telemetry.names import DEFAULT_SENSITIVE_QUERY_PARAMS
 from ._common import ClientTelemetry, ConnectionRecorder, client_telemetry, url_attributes
 
 try:  # optional dependency: the "client" extra

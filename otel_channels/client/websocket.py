@@ -11,10 +11,10 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-from .. import _carrier
-from .. import _semconv as sc
-from .._close import classify_close
-from .._names import DEFAULT_SENSITIVE_QUERY_PARAMS
+from ..telemetry import carrier as _carrier
+from ..telemetry import semconv as sc
+from ..telemetry.names import DEFAULT_SENSITIVE_QUERY_PARAMS
+from ..telemetry.wire import classify_close
 from ._common import (
     EMPTY,
     ClientTelemetry,

@@ -29,12 +29,15 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from .. import _carrier, _process, _spans, _telemetry
-from .. import _semconv as sc
-from .._fanout import TABLE
-from .._layers import raw_receive
-from .._subscriptions import SUBSCRIPTION_LOST, follow, unfollow
 from ..conf import get_config
+from ..delivery import process as _process
+from ..delivery.fanout import TABLE
+from ..layer.patches import raw_receive
+from ..layer.subscriptions import SUBSCRIPTION_LOST, follow, unfollow
+from ..telemetry import carrier as _carrier
+from ..telemetry import instruments as _telemetry
+from ..telemetry import semconv as sc
+from ..telemetry import spans as _spans
 from ._queue import Envelope, LocalStream
 from ._replay import ZERO, get_log, parse_id
 from ._subscription import GroupSubscription

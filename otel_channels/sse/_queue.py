@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from .. import _telemetry
+from ..telemetry import instruments as _telemetry
 from ._replay import parse_id
 from .wire import ServerSentEvent
 

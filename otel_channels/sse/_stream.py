@@ -15,10 +15,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
-from .. import _semconv as sc
-from .. import _spans, _telemetry
-from .._names import request_route
 from ..conf import get_config
+from ..telemetry import instruments as _telemetry
+from ..telemetry import semconv as sc
+from ..telemetry import spans as _spans
+from ..telemetry.names import request_route
 from ._hub import Envelope, LocalStream, get_hub
 from ._replay import get_log, parse_id
 from ._threads import release_request_thread

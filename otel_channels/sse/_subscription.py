@@ -31,9 +31,9 @@ import asyncio
 import time
 from typing import Any
 
-from .._carrier import SSE_GROUP, SSE_ID, SSE_PREV
-from .._names import group_template
 from ..conf import get_config
+from ..telemetry.carrier import SSE_GROUP, SSE_ID, SSE_PREV
+from ..telemetry.names import group_template
 from ._queue import Envelope, LocalStream
 from ._replay import FINGERPRINT_TTL, ZERO, Entry, fingerprint, get_log, parse_id
 

@@ -96,7 +96,7 @@ CHANNELS_DELIVERY_DELAY = "channels.message.delivery.delay"
 CHANNELS_SPANS_DROPPED = "channels.spans.dropped"
 CHANNELS_DELIVERY_SLOW = "channels.delivery.slow"
 CHANNELS_GROUP_SEND_OVER_CAPACITY = "channels.group_send.over_capacity"
-# The ``deliver {group}`` summary of one broadcast on one worker (see _fanout.py).
+# The ``deliver {group}`` summary of one broadcast on one worker (see delivery/fanout.py).
 CHANNELS_DELIVERIES_RECORDED = "channels.deliveries.recorded"
 CHANNELS_DELIVERIES_UNRECORDED = "channels.deliveries.unrecorded"
 CHANNELS_DELIVERIES_FAILED = "channels.deliveries.failed"

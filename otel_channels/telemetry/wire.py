@@ -1,4 +1,5 @@
-"""WebSocket close codes (RFC 6455 7.4): which ends are normal, and the error type of the rest.
+"""WebSocket wire facts: a frame's size, and close codes (RFC 6455 7.4): which ends are
+normal, and the error type of the rest.
 
 Shared by the server side and the traced client, so it imports nothing of either.
 """
@@ -16,3 +17,10 @@ def classify_close(code: Any) -> str | None:
     if code is None or code in NORMAL_CLOSE_CODES:
         return None
     return str(int(code)) if isinstance(code, int) else str(code)  # IntEnum str() differs < 3.11
+
+
+def size_of(text: str | None, data: bytes | None) -> int:
+    """A frame's size in bytes (UTF-8 for text)."""
+    if text is not None:
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return len(data) if data is not None else 0

@@ -19,15 +19,26 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 
-from . import _carrier, _rates, _sampling, _telemetry
-from . import _semconv as sc
-from ._capacity import DROPS, counting_full
-from ._names import group_template
-from ._payload import check_payload
-from ._spans import activate, deactivate, record_exception
-from .conf import get_config
+from ..conf import get_config
+from ..telemetry import (
+    carrier as _carrier,
+)
+from ..telemetry import (
+    instruments as _telemetry,
+)
+from ..telemetry import (
+    rates as _rates,
+)
+from ..telemetry import (
+    sampling as _sampling,
+)
+from ..telemetry import semconv as sc
+from ..telemetry.names import group_template
+from ..telemetry.spans import activate, deactivate, record_exception
+from .capacity import DROPS, counting_full
+from .payload import check_payload
 
-# Set while a traced send / group_send runs (to its drop counter, see _capacity): a layer
+# Set while a traced send / group_send runs (to its drop counter, see .capacity): a layer
 # whose group_send calls its own send (InMemoryChannelLayer) must not get a second span
 # and carrier per member.
 _PRODUCING = DROPS

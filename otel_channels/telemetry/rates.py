@@ -15,7 +15,7 @@ its own. Each rate is resolved once, never per frame or per delivery:
   trace is then kept or dropped by the group's rate from its trace id.
 
 Deliveries follow the producer's decision through the carrier's sampled flag
-(:mod:`._fanout`), so one broadcast is kept or dropped together on every worker.
+(:mod:`..delivery.fanout`), so one broadcast is kept or dropped together on every worker.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from . import _sampling
-from .conf import Config
+from ..conf import Config
+from . import sampling as _sampling
 
 #: ``hash(message id)`` is salted per process; CRC-32 is the same on every worker.
 _CRC_LIMIT = 1 << 32

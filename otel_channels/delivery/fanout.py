@@ -10,7 +10,7 @@ The record also holds the fan-out budget: per worker process and per
 broadcast, only the first ``MAX_PROCESS_SPANS_PER_BROADCAST`` sampled
 deliveries get ``process`` spans; the rest run untraced and are tallied here
 (a failed or slow one still gets its span, after the fact: see
-:mod:`._process`). When a worker did not record some deliveries of a
+:mod:`.process`). When a worker did not record some deliveries of a
 broadcast as spans, it writes one ``deliver {group}`` summary span for it
 (same parent and links as the ``process`` spans, from the first delivery's
 start to the last one's end) saying how many deliveries it made, how many
@@ -38,10 +38,21 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
-from . import _carrier, _rates, _sampling, _telemetry
-from . import _semconv as sc
-from ._names import group_template
-from .conf import Config, on_change
+from ..conf import Config, on_change
+from ..telemetry import (
+    carrier as _carrier,
+)
+from ..telemetry import (
+    instruments as _telemetry,
+)
+from ..telemetry import (
+    rates as _rates,
+)
+from ..telemetry import (
+    sampling as _sampling,
+)
+from ..telemetry import semconv as sc
+from ..telemetry.names import group_template
 
 #: A broadcast with no delivery on this worker for this long has ended here.
 QUIET_SECONDS = 0.25

@@ -19,18 +19,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext
 
-from . import _sampling
-from ._client_context import FrameContext, read_frame, trusted
-from .conf import Config
+from ..conf import Config
+from ..telemetry import sampling as _sampling
+from ..telemetry.client_context import FrameContext, read_frame, trusted
+from ..telemetry.wire import size_of
 
 EMPTY = otel_context.Context()
-
-
-def size_of(text: str | None, data: bytes | None) -> int:
-    """A frame's size in bytes (UTF-8 for text)."""
-    if text is not None:
-        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    return len(data) if data is not None else 0
 
 
 class Rejection(NamedTuple):
@@ -134,7 +128,7 @@ class FrameParent:
 
     A new trace linking ``connect`` (``"link"``, default), or a child of it
     (``"child"``), or a child of the context a client put in a JSON frame (a
-    ``traceparent`` string or a carrier object, see :mod:`._client_context`).
+    ``traceparent`` string or a carrier object, see :mod:`..telemetry.client_context`).
     The connection's rate (``MESSAGE_SAMPLE_RATE``, or its route's own) is applied
     here, from the client's trace id when it sent one (so retries of one client
     trace agree). The frame's baggage, merged over the handshake's, is the
@@ -147,7 +141,7 @@ class FrameParent:
     def __init__(self, config: Config, connect: SpanContext | None,
                  base: otel_context.Context = EMPTY,
                  scope: Mapping[str, Any] | None = None, rate: float | None = None) -> None:
-        # The connection's rate (its route's or its consumer's, see _rates), resolved once.
+        # The connection's rate (its route's or its consumer's, see telemetry.rates), resolved once.
         self.rate = config.MESSAGE_SAMPLE_RATE if rate is None else rate
         self.trust = config.CLIENT_CONTEXT
         self.scope = scope  # "authenticated" asks its user, per frame that carries context

@@ -12,7 +12,7 @@ Either way it also links the consumer's ``connect`` span when there is one.
 
 Per broadcast and worker only ``MAX_PROCESS_SPANS_PER_BROADCAST`` sampled
 deliveries get that span; the rest run untraced and are tallied
-(:mod:`._fanout`), except failed or slow ones, which get their span after the
+(:mod:`.fanout`), except failed or slow ones, which get their span after the
 fact. ``messaging.client.consumed.messages`` counts every delivery; the
 duration histograms (``messaging.process.duration``,
 ``channels.message.delivery.duration``) get one point per sampled message
@@ -38,11 +38,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from . import _carrier, _sampling, _telemetry
-from . import _semconv as sc
-from ._fanout import TABLE, Broadcast
-from ._spans import CONTROL_FLOW, record_exception
-from .conf import Config, get_config
+from ..conf import Config, get_config
+from ..telemetry import carrier as _carrier
+from ..telemetry import instruments as _telemetry
+from ..telemetry import sampling as _sampling
+from ..telemetry import semconv as sc
+from ..telemetry.spans import CONTROL_FLOW, record_exception
+from .fanout import TABLE, Broadcast
 
 Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
 

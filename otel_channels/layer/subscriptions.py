@@ -32,7 +32,7 @@ redis-py resubscribe, then for every group the shard was subscribed to
   :data:`SUBSCRIPTION_LOST` for every traced consumer of this process that was
   in the group or whose own channel is on the shard: the consumer closes its
   WebSocket with 1012 (Service Restart, RFC 6455 7.4.1 / the IANA registry:
-  "the client may reconnect"; daphne sends it as 4012, see ``_asgi``), so the
+  "the client may reconnect"; daphne sends it as 4012, see ``websocket.asgi``), so the
   client reconnects and, like a core-layer client, sees a reconnect where it
   missed something.
 
@@ -47,11 +47,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import _semconv as sc
-from . import _telemetry
-from ._layers import MEMBERSHIPS
-from ._names import group_template
-from .conf import get_config
+from ..conf import get_config
+from ..telemetry import instruments as _telemetry
+from ..telemetry import semconv as sc
+from ..telemetry.names import group_template
+from .memberships import MEMBERSHIPS
 
 logger = logging.getLogger("otel_channels")
 

@@ -29,13 +29,13 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
-from . import _carrier, _telemetry
-from . import _semconv as sc
-from ._client_context import trusted
-from ._close import classify_close
-from ._frames import size_of
-from ._names import redact_query
-from .conf import Config
+from ..conf import Config
+from . import carrier as _carrier
+from . import instruments as _telemetry
+from . import semconv as sc
+from .client_context import trusted
+from .names import redact_query
+from .wire import classify_close, size_of
 
 EMPTY = otel_context.Context()
 

@@ -26,7 +26,7 @@ from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from . import _carrier
+from . import carrier as _carrier
 
 __all__ = ["FrameContext", "read_frame", "stamp", "trusted"]
 
