@@ -685,7 +685,7 @@ def _stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
 _CATEGORIES = (
     ("otel_channels/delivery/process.py", "/otel_channels/delivery/process.py"),
     ("otel_channels/layer/producer.py", "/otel_channels/layer/producer.py"),
-    ("otel_channels/websocket/connection.py", "/otel_channels/websocket/connection.py"),
+    ("otel_channels/websocket/", "/otel_channels/websocket/"),
     ("otel_channels/telemetry/carrier.py", "/otel_channels/telemetry/carrier.py"),
     ("otel_channels/other", "/otel_channels/"),
     ("SDK trace (span create/end)", "/opentelemetry/sdk/trace/"),

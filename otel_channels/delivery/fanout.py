@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import functools
 import os
 import time
 from typing import Any
@@ -39,18 +38,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 
 from ..conf import Config, on_change
-from ..telemetry import (
-    carrier as _carrier,
-)
-from ..telemetry import (
-    instruments as _telemetry,
-)
-from ..telemetry import (
-    rates as _rates,
-)
-from ..telemetry import (
-    sampling as _sampling,
-)
+from ..telemetry import carrier as _carrier
+from ..telemetry import instruments as _telemetry
+from ..telemetry import rates as _rates
+from ..telemetry import sampling as _sampling
 from ..telemetry import semconv as sc
 from ..telemetry.names import group_template
 
@@ -65,23 +56,11 @@ MAX_RECORDS = 2048
 _EMPTY = otel_context.Context()
 
 
-@functools.lru_cache(maxsize=1024)
-def metric_attributes(template: str | None) -> dict[str, Any]:
-    """Shared, read-only attributes of consumed-message metrics for ``template``."""
-    attributes: dict[str, Any] = {
-        sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-        sc.MESSAGING_OPERATION_TYPE: sc.OPERATION_PROCESS,
-    }
-    if template is not None:
-        attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template
-    return attributes
-
-
 class Broadcast:
     """One channel-layer message as this worker delivers it (to one or many members)."""
 
     __slots__ = (
-        "key", "group", "template", "producer", "sampled", "parent", "handler_context",
+        "key", "group", "template", "sampled", "parent", "handler_context",
         "dropped_context", "producer_link", "metric_attributes", "span_attributes",
         "span_name", "sent_at", "consumed",
         # the budget and the tally of the current summary window
@@ -105,7 +84,6 @@ class Broadcast:
             group_template(self.group, config.GROUP_TEMPLATE) if self.group else None
         )
         producer, base = _carrier.extract(carrier) if carrier is not None else (None, None)
-        self.producer = producer
         if producer is not None:
             self.sampled = producer.trace_flags.sampled
         else:  # an untraced producer: decided once per message, from its id (every worker agrees)
@@ -123,7 +101,8 @@ class Broadcast:
             self.producer_link = Link(producer) if producer is not None else None
         self.dropped_context = _sampling.DROPPED_CONTEXT if base is None else (
             trace.set_span_in_context(_sampling.DROPPED_SPAN, base))
-        attributes = self.metric_attributes = metric_attributes(template)
+        attributes = self.metric_attributes = _telemetry.metric_attributes(sc.OPERATION_PROCESS,
+                                                                        template)
         span_attributes = {**attributes, sc.MESSAGING_OPERATION_NAME: sc.SPAN_PROCESS}
         if self.group is not None:
             span_attributes[sc.MESSAGING_DESTINATION_NAME] = self.group

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -46,7 +46,25 @@ from ..telemetry import semconv as sc
 from ..telemetry.spans import CONTROL_FLOW, record_exception
 from .fanout import TABLE, Broadcast
 
+#: A consumer's dispatch: Channels' own, bound to the consumer.
 Dispatch = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class HandlerScope(Protocol):
+    """What :func:`process` uses of a traced connection (``websocket.connection.Connection``)
+    to handle a message in: its settings and instruments, whether it is traced at all, the
+    link to its ``connect`` span, and the span its outbound frames attach to."""
+
+    config: Config
+    telemetry: _telemetry.Telemetry
+    #: An SDK is installed; ``off``: the connection's rate is 0 (no span of its own).
+    active: bool
+    off: bool
+    connect_link: Link | None
+    connect_links: tuple[Link, ...] | None
+    #: The span being handled, and the shared unsampled one between spans.
+    active_span: trace.Span | None
+    idle_span: trace.Span | None
 
 #: ASGI event types that come from the client, never from the channel layer.
 CLIENT_EVENT_TYPES = frozenset({
@@ -76,7 +94,7 @@ def process(
     consumer: Any,
     message: dict[str, Any],
     dispatch: Dispatch,
-    holder: Any = None,
+    holder: HandlerScope | None = None,
 ) -> Awaitable[Any]:
     """The awaitable that handles one channel-layer ``message`` with ``dispatch``.
 
@@ -114,7 +132,7 @@ def process(
     record.consumed[0] += 1
     if config.UNKNOWN_MESSAGE_POLICY == "drop" and not has_handler(consumer, clean):
         _drop_unknown(record, telemetry, holder)
-        return _nothing()
+        return nothing()
     if not record.sampled or (holder is not None and holder.off):
         # Not sampled (or a connection at rate 0): no span, no histogram; what the
         # handler starts is dropped too.
@@ -133,12 +151,13 @@ def process(
     return _past_budget(record, clean, dispatch, holder, telemetry, config, first)
 
 
-async def _nothing() -> None:
+async def nothing() -> None:
+    """An awaitable that does nothing (a message or frame not handled)."""
     return None
 
 
 async def _untraced(record: Broadcast, clean: dict[str, Any], dispatch: Dispatch,
-                    holder: Any) -> Any:
+                    holder: HandlerScope | None) -> Any:
     token = _attach(record.dropped_context)
     if holder is not None:
         holder.active_span = _DROPPED_SPAN
@@ -189,7 +208,7 @@ async def _traced(
     record: Broadcast,
     clean: dict[str, Any],
     dispatch: Dispatch,
-    holder: Any,
+    holder: HandlerScope | None,
     telemetry: _telemetry.Telemetry,
     config: Config,
     first: bool,
@@ -244,7 +263,7 @@ async def _past_budget(
     record: Broadcast,
     clean: dict[str, Any],
     dispatch: Dispatch,
-    holder: Any,
+    holder: HandlerScope | None,
     telemetry: _telemetry.Telemetry,
     config: Config,
     first: bool,
@@ -295,7 +314,7 @@ async def _past_budget(
 def _span_after_the_fact(
     record: Broadcast,
     telemetry: _telemetry.Telemetry,
-    holder: Any,
+    holder: HandlerScope | None,
     start_ns: int,
     end_ns: int,
     failure: BaseException | None,
@@ -311,7 +330,8 @@ def _span_after_the_fact(
     span.end(end_time=end_ns)
 
 
-def _drop_unknown(record: Broadcast, telemetry: _telemetry.Telemetry, holder: Any) -> None:
+def _drop_unknown(record: Broadcast, telemetry: _telemetry.Telemetry,
+                  holder: HandlerScope | None) -> None:
     """``UNKNOWN_MESSAGE_POLICY="drop"``: a message no handler takes is recorded and dropped.
 
     Channels would raise ValueError and kill this consumer (and, for a group

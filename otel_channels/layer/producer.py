@@ -9,7 +9,6 @@ message with the carrier, call the real method, and record
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,18 +19,10 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 
 from ..conf import get_config
-from ..telemetry import (
-    carrier as _carrier,
-)
-from ..telemetry import (
-    instruments as _telemetry,
-)
-from ..telemetry import (
-    rates as _rates,
-)
-from ..telemetry import (
-    sampling as _sampling,
-)
+from ..telemetry import carrier as _carrier
+from ..telemetry import instruments as _telemetry
+from ..telemetry import rates as _rates
+from ..telemetry import sampling as _sampling
 from ..telemetry import semconv as sc
 from ..telemetry.names import group_template
 from ..telemetry.spans import activate, deactivate, record_exception
@@ -74,7 +65,8 @@ async def _produce(
         name = f"{sc.SPAN_GROUP_SEND} {template}"
     else:
         template, name = None, sc.SPAN_SEND
-    metric_attributes = _metric_attributes(template)
+    metric_attributes = _telemetry.metric_attributes(
+        sc.OPERATION_SEND, template, sc.SPAN_SEND if template is None else sc.SPAN_GROUP_SEND)
 
     current = trace.get_current_span().get_span_context()
     # The trace we are in, or MESSAGE_SAMPLE_RATE; a group's own rate (SAMPLE_RATES) on top.
@@ -147,19 +139,6 @@ async def _produce_suppressed(
         return await wrapped(target, _carrier.attach(message, key, carrier))
     finally:
         _PRODUCING.reset(producing)
-
-
-@functools.lru_cache(maxsize=1024)
-def _metric_attributes(template: str | None) -> dict[str, Any]:
-    """Shared, read-only attributes of a ``group_send`` to ``template`` (None: ``send``)."""
-    attributes = {
-        sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS,
-        sc.MESSAGING_OPERATION_NAME: sc.SPAN_SEND if template is None else sc.SPAN_GROUP_SEND,
-        sc.MESSAGING_OPERATION_TYPE: sc.OPERATION_SEND,
-    }
-    if template is not None:
-        attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template
-    return attributes
 
 
 def _target_and_message(

@@ -15,6 +15,7 @@ cumulative sum per attribute set).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -212,3 +213,18 @@ def configure(tracer_provider: Any = None, meter_provider: Any = None) -> Teleme
 def reset() -> None:
     global _current
     _current = None
+
+
+@functools.lru_cache(maxsize=2048)
+def metric_attributes(operation_type: str, template: str | None,
+                      operation_name: str | None = None) -> dict[str, Any]:
+    """Shared, read-only attributes of a layer operation's metrics: a ``group_send`` /
+    ``send`` (``operation_type`` send, with its ``operation_name``) or a consumed
+    message (process) to or from the group ``template`` (None: one channel)."""
+    attributes: dict[str, Any] = {sc.MESSAGING_SYSTEM: sc.SYSTEM_CHANNELS}
+    if operation_name is not None:
+        attributes[sc.MESSAGING_OPERATION_NAME] = operation_name
+    attributes[sc.MESSAGING_OPERATION_TYPE] = operation_type
+    if template is not None:
+        attributes[sc.MESSAGING_DESTINATION_TEMPLATE] = template
+    return attributes

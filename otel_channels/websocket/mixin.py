@@ -21,7 +21,8 @@ from ..layer.subscriptions import CLOSE_CODE, CLOSE_REASON, SUBSCRIPTION_LOST
 from ..telemetry import carrier as _carrier
 from ..telemetry import sampling as _sampling
 from ..telemetry.client_context import stamp
-from .connection import ASGISend, Connection
+from .connection import Connection
+from .state import ASGISend
 
 _strip = _carrier.strip
 
