@@ -70,7 +70,7 @@ def check_settings(**kwargs: Any) -> list[CheckMessage]:
     if not isinstance(value, dict):
         return [Error(
             f"{SETTING_NAME} must be a dict, not {type(value).__name__}.",
-            hint=f"Set {SETTING_NAME} = {{...}} with keys from the README's settings table.",
+            hint=f"Set {SETTING_NAME} = {{...}} with keys from docs/settings.md.",
             id="otel_channels.E001",
         )]
     messages: list[CheckMessage] = []

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from opentelemetry.semconv._incubating.attributes import messaging_attributes
+from opentelemetry.semconv._incubating.attributes import messaging_attributes, network_attributes
 
 from otel_channels.telemetry import semconv as sc
 
@@ -70,3 +70,76 @@ def test_messaging_names_come_from_the_conventions() -> None:
                  "MESSAGING_DESTINATION_NAME", "MESSAGING_DESTINATION_TEMPLATE",
                  "MESSAGING_BATCH_MESSAGE_COUNT", "MESSAGING_MESSAGE_BODY_SIZE"):
         assert getattr(sc, name) == getattr(messaging_attributes, name)
+
+
+def test_attribute_values_come_from_the_conventions() -> None:
+    operation = messaging_attributes.MessagingOperationTypeValues
+    direction = network_attributes.NetworkIoDirectionValues
+    assert operation.SEND.value == sc.OPERATION_SEND
+    assert operation.PROCESS.value == sc.OPERATION_PROCESS
+    assert direction.RECEIVE.value == sc.IO_RECEIVE
+    assert direction.TRANSMIT.value == sc.IO_TRANSMIT
+    # Span names double as messaging.operation.name: the same words.
+    assert operation.SEND.value == sc.SPAN_SEND
+    assert operation.RECEIVE.value == sc.SPAN_RECEIVE
+    assert operation.PROCESS.value == sc.SPAN_PROCESS
+
+
+#: Values still spelled outside semconv, in the folders the SSE and client work of
+#: issue 22 reorganises; each goes when its line does. Nothing may be added here.
+PENDING_VALUES = {
+    ("sse/_stream.py", "NETWORK_PROTOCOL_NAME", "sse"),
+    ("sse/_stream.py", "ERROR_TYPE", "slow_client"),
+    ("client/websocket.py", "NETWORK_IO_DIRECTION", "receive"),
+    ("client/websocket.py", "NETWORK_IO_DIRECTION", "transmit"),
+    ("client/websocket.py", "MESSAGING_OPERATION_NAME", "send"),
+    ("client/websocket.py", "MESSAGING_OPERATION_TYPE", "send"),
+    ("client/_common.py", "MESSAGING_OPERATION_NAME", "receive"),
+    ("client/_common.py", "MESSAGING_OPERATION_TYPE", "process"),
+}
+
+
+def spelled_values(path: Path) -> set[tuple[str, str, str]]:
+    """``(module, attribute, value)`` for a literal string given to an ``sc.NAME`` attribute:
+    in a dict display, ``attributes[sc.NAME] = "..."`` or ``set_attribute(sc.NAME, "...")``."""
+    where = str(path.relative_to(PACKAGE))
+
+    def key(node: ast.AST) -> str | None:
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id == "sc"):
+            return node.attr
+        return None
+
+    def literal(node: ast.AST | None) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        return None
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        pairs: list[tuple[ast.AST | None, ast.AST | None]] = []
+        if isinstance(node, ast.Dict):
+            pairs = list(zip(node.keys, node.values, strict=True))
+        elif isinstance(node, ast.Assign):
+            pairs = [(target.slice, node.value) for target in node.targets
+                     if isinstance(target, ast.Subscript)]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "set_attribute" and len(node.args) == 2):
+            pairs = [(node.args[0], node.args[1])]
+        for k, v in pairs:
+            name, value = key(k) if k is not None else None, literal(v)
+            if name is not None and value is not None:
+                found.add((where, name, value))
+    return found
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_spells_a_telemetry_value(path: Path) -> None:
+    """``network.protocol.name = "sse"`` written in two places drifts like a name does."""
+    assert not spelled_values(path) - PENDING_VALUES
+
+
+def test_the_value_scan_sees_what_it_looks_for() -> None:
+    found = set().union(*(spelled_values(p) for p in sources()))
+    assert found <= PENDING_VALUES
+    assert ("client/websocket.py", "NETWORK_IO_DIRECTION", "receive") in found | PENDING_VALUES

@@ -338,12 +338,12 @@ def _drop_unknown(record: Broadcast, telemetry: _telemetry.Telemetry,
     message, every consumer in the group).
     """
     telemetry.dropped_messages.add(1, {**record.metric_attributes,
-                                       sc.ERROR_TYPE: "unknown_type"})
+                                       sc.ERROR_TYPE: sc.ERROR_UNKNOWN_TYPE})
     if not record.sampled:
         return
     span = start_span(record, telemetry, holder.connect_link if holder is not None else None,
                       time.time())
     if span.is_recording():
-        span.set_attribute(sc.ERROR_TYPE, "unknown_type")
+        span.set_attribute(sc.ERROR_TYPE, sc.ERROR_UNKNOWN_TYPE)
         span.set_status(Status(StatusCode.ERROR, "no handler for message type"))
     span.end()

@@ -71,7 +71,7 @@ class LocalCounter:
 
 
 class Telemetry:
-    """A tracer plus the metric instruments of DESIGN.md's metric table."""
+    """A tracer plus the metric instruments of docs/metrics.md."""
 
     def __init__(
         self,

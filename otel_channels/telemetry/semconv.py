@@ -76,8 +76,10 @@ SYSTEM_CHANNELS = "channels"
 OPERATION_SEND = "send"  # messaging.operation.type
 OPERATION_PROCESS = "process"
 ERROR_OVER_CAPACITY = "over_capacity"  # error.type of group messages a full member lost
+ERROR_UNKNOWN_TYPE = "unknown_type"  # error.type of a message no handler takes (policy "drop")
 PROTOCOL_WEBSOCKET = "websocket"
 PROTOCOL_SSE = "sse"
+IO_RECEIVE, IO_TRANSMIT = "receive", "transmit"  # network.io.direction
 
 # -- attributes with no convention ---------------------------------------------------------
 WEBSOCKET_CLOSE_CODE = "websocket.close.code"

@@ -32,8 +32,8 @@ class Route:
         self.route = route
         self.metric_attributes = {sc.NETWORK_PROTOCOL_NAME: sc.PROTOCOL_WEBSOCKET,
                                   sc.HTTP_ROUTE: route}
-        self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "receive"}
-        self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: "transmit"}
+        self.attrs_in = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: sc.IO_RECEIVE}
+        self.attrs_out = {**self.metric_attributes, sc.NETWORK_IO_DIRECTION: sc.IO_TRANSMIT}
         self.count_in = telemetry.websocket_messages.cell(self.attrs_in)
         self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
         # The class's or route's own rate (off: 0, no span of the connection at all).
