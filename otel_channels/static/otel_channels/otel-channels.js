@@ -29,7 +29,7 @@ const FINAL_CLOSE = new Set([1000, 1005]);
 const SENSITIVE = ["token", "access_token", "refresh_token", "id_token", "key", "api_key",
   "apikey", "password", "passwd", "secret", "client_secret", "signature", "sig", "jwt",
   "auth", "authorization", "session", "sessionid", "code", "x-amz-signature",
-  "x-amz-security-token", "x-goog-signature"];  // otel_channels._names, as the server redacts
+  "x-amz-security-token", "x-goog-signature"];  // otel_channels.telemetry.names, as the server redacts
 // SpanKind / SpanStatusCode of @opentelemetry/api (stable numbers, so no import is needed).
 const KIND = { INTERNAL: 0, SERVER: 1, CLIENT: 2, PRODUCER: 3, CONSUMER: 4 };
 const STATUS_ERROR = 2;
