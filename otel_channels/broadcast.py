@@ -67,7 +67,7 @@ from opentelemetry import trace
 from . import _carrier
 from ._carrier import SSE_GROUP, SSE_ID, SSE_PREV
 from .conf import get_config
-from .sse._replay import get_log, normalise_id
+from .replay import get_log, normalise_id
 
 __all__ = ["BroadcastMaybeDelivered", "abroadcast", "broadcast"]
 
