@@ -65,7 +65,7 @@ from channels.layers import get_channel_layer
 from opentelemetry import trace
 
 from .conf import get_config
-from .sse._replay import get_log, normalise_id
+from .replay import get_log, normalise_id
 from .telemetry import carrier as _carrier
 from .telemetry.carrier import SSE_GROUP, SSE_ID, SSE_PREV
 

@@ -15,8 +15,9 @@ from django.urls import path
 from opentelemetry.trace import SpanKind
 
 from otel_channels import broadcast as broadcast_module
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast, broadcast
-from otel_channels.sse import EventStreamView, _replay
+from otel_channels.sse import EventStreamView
 from otel_channels.testing import EventStreamCommunicator
 from tests.project.consumers import ChatConsumer
 
@@ -44,9 +45,9 @@ pytestmark = pytest.mark.urls(__name__)
 
 @pytest.fixture(autouse=True)
 def fresh_logs():
-    _replay.reset()
+    replay.reset()
     yield
-    _replay.reset()
+    replay.reset()
 
 
 async def open_stream(room: str) -> EventStreamCommunicator:
@@ -88,7 +89,7 @@ async def test_one_broadcast_reaches_websocket_and_sse_without_the_carrier(spans
 async def test_bad_data_is_refused_before_anything_is_sent(data, error):
     with pytest.raises(error):
         await abroadcast("room_bad", "t", data)
-    assert await _replay.get_log("default").head("room_bad") == "0-0"
+    assert await replay.get_log("default").head("room_bad") == "0-0"
 
 
 async def test_bad_group_name_is_refused():
@@ -99,7 +100,7 @@ async def test_bad_group_name_is_refused():
 async def test_ids_are_ordered_and_explicit_ids_must_grow():
     first = await abroadcast("room_ids", "t", {})
     second = await abroadcast("room_ids", "t", {})
-    assert _replay.parse_id(second) > _replay.parse_id(first)
+    assert replay.parse_id(second) > replay.parse_id(first)
     explicit = await abroadcast("room_ids", "t", {}, id="99999999999999-3")
     assert explicit == "99999999999999-3"
     with pytest.raises(ValueError, match="not greater"):

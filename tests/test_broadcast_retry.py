@@ -20,8 +20,9 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 from django.urls import path
 
+from otel_channels import replay
 from otel_channels.broadcast import BroadcastMaybeDelivered, abroadcast
-from otel_channels.sse import EventStreamView, _replay
+from otel_channels.sse import EventStreamView
 from otel_channels.testing import EventStreamCommunicator
 from tests.conftest import redis_layer_config
 
@@ -42,16 +43,16 @@ def layer_config(request: pytest.FixtureRequest) -> Any:
     else:
         config = redis_layer_config(request.getfixturevalue("redis_url"),
                                     prefix=f"otelretry{uuid.uuid4().hex[:10]}")
-    _replay.reset()
+    replay.reset()
     with override_settings(CHANNEL_LAYERS={"default": config}):
         yield config
-    _replay.reset()
+    replay.reset()
 
 
-async def _entries(group: str) -> list[_replay.Entry]:
-    log = _replay.get_log("default")
+async def _entries(group: str) -> list[replay.Entry]:
+    log = replay.get_log("default")
     assert log is not None
-    found = await log.since(group, _replay.ZERO, await log.head(group))
+    found = await log.since(group, replay.ZERO, await log.head(group))
     assert found is not None
     return found
 
@@ -100,7 +101,7 @@ async def test_group_send_failure_after_the_append_says_maybe_delivered(
 
 async def test_append_failure_says_maybe_delivered_without_an_id(
         layer_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    log = _replay.get_log("default")
+    log = replay.get_log("default")
 
     async def lost_reply(*args: Any, **kwargs: Any) -> Any:
         raise TimeoutError("Timeout reading from socket")

@@ -34,10 +34,11 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast
 from otel_channels.client.websocket import _encode
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer, TracedJsonWebsocketConsumer
-from otel_channels.sse import EventStreamView, _replay
+from otel_channels.sse import EventStreamView
 from otel_channels.telemetry import carrier as _carrier
 from otel_channels.testing import EventStreamCommunicator
 
@@ -390,7 +391,7 @@ urlpatterns = [path("events/", Events.as_view())]
 @pytest.mark.urls(__name__)
 @override_settings(OTEL_CHANNELS={"SSE_TRACEPARENT_FIELD": True})
 async def test_sse_traceparent_field_has_only_the_sampled_bit(spans):
-    _replay.reset()
+    replay.reset()
     comm = EventStreamCommunicator(ASGIHandler(), "/events/")
     status, _ = await comm.connect()
     assert status == 200
@@ -410,7 +411,7 @@ async def test_sse_traceparent_field_has_only_the_sampled_bit(spans):
         assert f"traceparent: 00-{trace_id}-{span_id}-03".encode() not in comm.body
     assert f"traceparent: 00-{trace_id}-{span_id}-01\n".encode() in comm.body
     await comm.disconnect()
-    _replay.reset()
+    replay.reset()
 
 
 def test_the_python_client_reads_a_carrier_object_in_replies():

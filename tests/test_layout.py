@@ -39,7 +39,7 @@ PRODUCER_SIDE_PACKAGES = {"layer"}
 PRODUCER_SIDE_MODULES = {"otel_channels.broadcast"}
 CONSUMER_SIDE_PACKAGES = {"delivery", "websocket", "sse"}
 #: What the producer side may read of sse/: the replay log that numbers a broadcast.
-PRODUCER_MAY_READ = {"otel_channels.sse._replay"}
+PRODUCER_MAY_READ = {"otel_channels.replay"}
 
 
 def module_name(path: Path) -> str:

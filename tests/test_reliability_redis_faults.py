@@ -44,8 +44,9 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 from django.urls import path
 
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast
-from otel_channels.sse import _hub, _replay
+from otel_channels.sse import _hub
 from otel_channels.testing import EventStreamCommunicator
 from tests._otlp import OTLPReceiver, Span
 from tests._reliability import (
@@ -245,7 +246,7 @@ class FlakyLayer(InMemoryChannelLayer):
         self.broken.clear()
         if lose:
             self.groups.clear()
-            _replay.reset()
+            replay.reset()
         self.down = False
 
 
@@ -255,10 +256,10 @@ urlpatterns = [path("events/<str:room>/", RoomEvents.as_view())]
 
 @pytest.fixture
 def flaky() -> Iterator[FlakyLayer]:
-    _replay.reset()
+    replay.reset()
     with override_settings(CHANNEL_LAYERS=FLAKY, ROOT_URLCONF=__name__):
         yield get_channel_layer()
-    _replay.reset()
+    replay.reset()
 
 
 async def test_stream_ends_at_once_when_the_layer_is_down(flaky: FlakyLayer, spans: Any) -> None:

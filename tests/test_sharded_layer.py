@@ -22,9 +22,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from opentelemetry.trace import SpanKind
 
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
-from otel_channels.sse import _replay
 from tests._reliability import RedisServer, require_redis_server
 
 CORE = "channels_redis.core.RedisChannelLayer"
@@ -67,7 +67,7 @@ async def test_broadcast_across_shards_is_one_trace(spans: Any) -> None:
                  for r in (first, second)]
         prefix = f"otelshard{uuid.uuid4().hex[:8]}"
         config = {"BACKEND": CORE, "CONFIG": {"hosts": hosts, "prefix": prefix}}
-        _replay.reset()
+        replay.reset()
         with override_settings(CHANNEL_LAYERS={"default": config, "other": config}):
             clients: list[WebsocketCommunicator] = []
             try:
@@ -99,10 +99,10 @@ async def test_broadcast_across_shards_is_one_trace(spans: Any) -> None:
             assert {p.context.trace_id for p in processes} == {producer.context.trace_id}
 
             # The replay log: on hosts[0] for every alias (every worker), nowhere else.
-            logs = [_replay.get_log(alias) for alias in ("default", "other")]
-            assert all(isinstance(log, _replay.RedisLog) for log in logs)
+            logs = [replay.get_log(alias) for alias in ("default", "other")]
+            assert all(isinstance(log, replay.RedisLog) for log in logs)
             assert {log.host["address"] for log in logs} == {first.url}  # type: ignore[union-attr]
             key = f"{prefix}:sse:room_shards"
             assert first.client().xrange(key)[0][0].decode() == event_id
             assert second.client().exists(key) == 0
-        _replay.reset()
+        replay.reset()

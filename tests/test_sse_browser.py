@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast
-from otel_channels.sse import _replay
 from tests._redis import delete_keys
 from tests._servers import DaphneWorker
 from tests.conftest import redis_layer_config
@@ -72,7 +72,7 @@ async def test_chromium_eventsource_resumes_after_the_server_drops_it(redis_url,
     layers = {"default": redis_layer_config(redis_url, prefix=prefix)}
     worker = DaphneWorker(env, name="sse-browser").start()
     restarted: DaphneWorker | None = None
-    _replay.reset()
+    replay.reset()
     try:
         with override_settings(CHANNEL_LAYERS=layers):
             async with async_playwright() as p:
@@ -111,7 +111,7 @@ async def test_chromium_eventsource_resumes_after_the_server_drops_it(redis_url,
             restarted.stop()
             print(restarted.output()[-3000:])
         print(worker.output()[-3000:])
-        _replay.reset()
+        replay.reset()
         delete_keys(redis_url, prefix)
 
     assert got == [[event_id, json.dumps({"text": f"e{n}"}, separators=(",", ":"))]

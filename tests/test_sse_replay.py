@@ -18,9 +18,10 @@ import redis
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast, broadcast
 from otel_channels.eventstream import EventStreamParser, MessageEvent
-from otel_channels.sse import _hub, _replay
+from otel_channels.sse import _hub
 from otel_channels.testing import EventStreamCommunicator
 from tests._compat import timeout as time_limit
 from tests._otlp import OTLPReceiver
@@ -38,12 +39,12 @@ def redis_layer(redis_url: str, backend: str = "channels_redis.core.RedisChannel
     """The default layer on Redis under a unique prefix; its keys are deleted after."""
     prefix = f"ssetest{uuid.uuid4().hex[:10]}"
     layers = {"default": redis_layer_config(redis_url, backend, prefix=prefix, **config)}
-    _replay.reset()
+    replay.reset()
     with override_settings(CHANNEL_LAYERS=layers, ROOT_URLCONF="tests.project.urls"):
         try:
             yield prefix
         finally:
-            _replay.reset()
+            replay.reset()
             delete_keys(redis_url, prefix)
 
 
@@ -53,15 +54,15 @@ def redis_layer(redis_url: str, backend: str = "channels_redis.core.RedisChannel
 async def test_redis_log_ids_prev_chain_ttl_and_maxlen(redis_url):
     with override_settings(OTEL_CHANNELS={"SSE_REPLAY_MAXLEN": 5, "SSE_REPLAY_TTL": 120}), \
             redis_layer(redis_url) as prefix:
-        log = _replay.get_log("default")
-        assert isinstance(log, _replay.RedisLog)
+        log = replay.get_log("default")
+        assert isinstance(log, replay.RedisLog)
         assert await log.head("g") == "0-0"
         appended = [await log.append("g", {"type": "t", "n": n, "b": b"\x00"}, None)
                     for n in range(3)]
         assert appended[0][1] == "0-0"
         assert [prev for _, prev in appended[1:]] == [event_id for event_id, _ in appended[:2]]
         ids = [event_id for event_id, _ in appended]
-        assert [_replay.parse_id(i) for i in ids] == sorted({_replay.parse_id(i) for i in ids})
+        assert [replay.parse_id(i) for i in ids] == sorted({replay.parse_id(i) for i in ids})
         assert all(len(i) <= 24 and set(i) <= set("0123456789-") for i in ids)  # CORS-safe
         assert await log.head("g") == ids[-1]
 
@@ -84,10 +85,10 @@ async def test_redis_log_ids_prev_chain_ttl_and_maxlen(redis_url):
 
 async def test_redis_log_fingerprint_numbers_a_message_once_across_clients(redis_url):
     with redis_layer(redis_url):
-        log = _replay.get_log("default")
+        log = replay.get_log("default")
         message = {"type": "t", "_otel": {"sent_at": 1.5}}
-        fp = _replay.fingerprint(message)
-        other = _replay.RedisLog(dict(log.host), log.prefix)  # another worker's client
+        fp = replay.fingerprint(message)
+        other = replay.RedisLog(dict(log.host), log.prefix)  # another worker's client
         first, second = await asyncio.gather(
             log.append("g", {"type": "t"}, None, fingerprint=fp),
             other.append("g", {"type": "t"}, None, fingerprint=fp),
@@ -106,7 +107,7 @@ async def test_explicit_ids_must_grow(redis_url):
         with pytest.raises(ValueError, match="ms-seq"):
             await abroadcast("g_ids", "t", {}, id="abc")
         auto = await abroadcast("g_ids", "t", {})
-        assert _replay.parse_id(auto) > (5, 7)
+        assert replay.parse_id(auto) > (5, 7)
 
 
 async def test_view_on_redis_replays_from_the_stream_log(redis_url, metric_reader):
@@ -178,7 +179,7 @@ def test_sync_broadcast_reuses_one_loop_and_pool(redis_url):
         thread.join(30)
         opened = connections() - before - 1  # the INFO call's own connection is reused
         assert len(results) == 20
-        positions = [_replay.parse_id(r) for r in results]
+        positions = [replay.parse_id(r) for r in results]
         assert positions == sorted(positions)
         assert opened <= 3, opened  # log client + layer pool, not 20 or 40
 
@@ -339,7 +340,7 @@ async def test_resume_on_another_worker_loses_and_repeats_nothing(redis_url, bac
         assert [json.loads(e.data)["text"] for e in roamed] == texts  # nothing lost or repeated
         assert [json.loads(e.data)["text"] for e in seen_watcher] == texts
         assert [e.id for e in roamed] == [e.id for e in seen_watcher]  # same ids on both workers
-        positions = [_replay.parse_id(e.id) for e in roamed]
+        positions = [replay.parse_id(e.id) for e in roamed]
         assert positions == sorted(set(positions))  # strictly increasing
         assert all(e.event == "chat.message" for e in roamed)
         assert "_otel" not in "".join(e.data for e in roamed)

@@ -15,9 +15,10 @@ from django.test import override_settings
 from django.urls import path, re_path
 from opentelemetry.trace import SpanKind
 
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast
 from otel_channels.instrumentation import ChannelsInstrumentor
-from otel_channels.sse import EventStreamView, ServerSentEvent, _hub, _replay
+from otel_channels.sse import EventStreamView, ServerSentEvent, _hub
 from otel_channels.testing import EventStreamCommunicator
 
 ROUTE = "/events/<room>/"
@@ -77,11 +78,11 @@ pytestmark = pytest.mark.urls(__name__)
 @pytest.fixture(autouse=True)
 async def fresh_logs():
     """A fresh in-memory log per test; after it, no hub may still hold a group."""
-    _replay.reset()
+    replay.reset()
     yield
     await asyncio.sleep(0.01)  # the background group_discard tasks
     assert [hub.subscriptions for hub in _hub.hubs()] in ([], [{}])
-    _replay.reset()
+    replay.reset()
 
 
 def app():
@@ -123,12 +124,12 @@ async def test_headers_first_write_position_and_events():
     assert carrier_free(event.data) == {"text": "a\nb", "n": 1}  # no "type", no "_otel"
     assert "_otel" not in comm.body.decode()
     first_id = event.id
-    assert _replay.parse_id(first_id) is not None
+    assert replay.parse_id(first_id) is not None
 
     sent_id = await abroadcast("room_lobby", "score", {"home": 2})
     event = await comm.receive_event()
     assert (event.event, event.data, event.id) == ("score", '{"home":2}', sent_id)
-    assert _replay.parse_id(sent_id) > _replay.parse_id(first_id)
+    assert replay.parse_id(sent_id) > replay.parse_id(first_id)
     assert comm.body.endswith(f'event: score\nid: {sent_id}\ndata: {{"home":2}}\n\n'.encode())
     await comm.disconnect()
 
@@ -151,7 +152,7 @@ async def test_format_event_shapes_and_skips():
     await layer.group_send("shaped", {"type": "t.b", "text": "two"})
     event = await comm.receive_event()
     assert (event.event, event.data) == ("x", "t.b|two\nline2")
-    assert _replay.parse_id(event.id) is not None  # the view filled in the id
+    assert replay.parse_id(event.id) is not None  # the view filled in the id
     assert comm.body.endswith(b"event: x\nid: " + event.id.encode() + b"\ndata: t.b|two\n"
                               b"data: line2\n\n")
     await comm.disconnect()
@@ -513,7 +514,7 @@ async def test_two_groups_get_composite_ids_and_resume_per_group():
 
 
 async def test_out_of_order_arrival_is_delivered_in_log_order_once():
-    log = _replay.get_log("default")
+    log = replay.get_log("default")
     comm = await open_stream("/events/ooo/")
     first = await log.append("room_ooo", {"type": "n", "n": 1}, None)
     second = await log.append("room_ooo", {"type": "n", "n": 2}, None)
@@ -538,7 +539,7 @@ async def test_plain_group_send_is_numbered_once_per_message():
     for _ in range(3):  # identical payloads: the carrier's send time tells them apart
         await layer.group_send("room_plain", {"type": "same", "v": 1})
     events = [await comm.receive_event() for _ in range(3)]
-    positions = [_replay.parse_id(e.id) for e in events]
+    positions = [replay.parse_id(e.id) for e in events]
     assert positions == sorted(set(positions))
     await comm.disconnect()
 

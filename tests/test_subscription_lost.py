@@ -26,9 +26,10 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 from django.urls import path
 
+from otel_channels import replay
 from otel_channels.broadcast import abroadcast
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer, TracedJsonWebsocketConsumer
-from otel_channels.sse import EventStreamView, _replay
+from otel_channels.sse import EventStreamView
 from otel_channels.telemetry import semconv as sc
 from otel_channels.testing import EventStreamCommunicator
 from tests._reliability import RedisServer, require_redis_server
@@ -151,7 +152,7 @@ async def test_sse_hub_reads_the_gap_at_once(metric_reader: Any) -> None:
     require_redis_server("the test kills and restarts its own Redis")
     with RedisServer() as redis:
         config = redis_layer_config(redis.url, PUBSUB, prefix=f"otelhub{uuid.uuid4().hex[:8]}")
-        _replay.reset()
+        replay.reset()
         with override_settings(CHANNEL_LAYERS={"default": config}):
             layer = get_channel_layer()
             stream = EventStreamCommunicator(ASGIHandler(), "/events/")
@@ -169,4 +170,4 @@ async def test_sse_hub_reads_the_gap_at_once(metric_reader: Any) -> None:
             finally:
                 await stream.disconnect()
                 await layer.flush()
-        _replay.reset()
+        replay.reset()

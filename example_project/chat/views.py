@@ -218,9 +218,9 @@ class TraceEventsView(CountedEventStreamView):
 
     async def _tail_start(self) -> str | None:
         """The id to replay after so the stream starts with the log's tail; None: no tail."""
-        # The log behind EventStreamView's Last-Event-ID replay (otel_channels' own, not
-        # public API): its entries are our span batches, each with the id before it.
-        from otel_channels.sse._replay import ZERO, get_log
+        # The log behind EventStreamView's Last-Event-ID replay (otel_channels.replay):
+        # its entries are our span batches, each with the id before it.
+        from otel_channels.replay import ZERO, get_log
 
         log = get_log(self.channel_layer_alias)
         if log is None:  # SSE_REPLAY_MAXLEN = 0: no log, live only

@@ -16,8 +16,8 @@ Every message sent to those groups (``broadcast()`` or any ``group_send``)
 becomes one event: ``event:`` is the message ``type``, ``data:`` the JSON of
 the rest, the trace carrier removed; override :meth:`EventStreamView.format_event`
 to shape it or skip it. Every event has an id ordered per group across workers
-(``Last-Event-ID`` resumes a stream on any worker, see ``sse._replay``); a stream on
-several groups gets ids joined with ``.``, one position per group, in the order
+(``Last-Event-ID`` resumes a stream on any worker, see :mod:`otel_channels.replay`);
+a stream on several groups gets ids joined with ``.``, one position per group, in the order
 of its groups. A process-local hub holds one channel-layer subscription per
 group per worker (see ``_hub``).
 
@@ -40,21 +40,7 @@ queue, spans, the active-connection count) is released right then.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from .view import EventStreamView
 from .wire import ServerSentEvent
 
-if TYPE_CHECKING:
-    from .view import EventStreamView
-
 __all__ = ["EventStreamView", "ServerSentEvent"]
-
-
-def __getattr__(name: str) -> Any:
-    # The view (Django, the hub) is imported on first use, so that the producer side
-    # (``otel_channels.broadcast``) can use the replay log without the consumer side.
-    if name == "EventStreamView":
-        from .view import EventStreamView
-
-        return EventStreamView
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

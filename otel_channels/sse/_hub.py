@@ -8,7 +8,7 @@ stream. Here each worker process (each event loop) holds, per group:
 * ONE channel from ``layer.new_channel()`` added to the group with ONE
   ``group_add``, re-added every ``group_expiry / 2`` seconds so the layer never
   expires it, and discarded when the last local stream leaves;
-* a receive task that numbers each message (``_replay``), traces its receipt
+* a receive task that numbers each message (``otel_channels.replay``), traces its receipt
   as ONE ``process {group}`` CONSUMER span (``channels.sse.streams`` says how
   many local streams it was fanned out to), and offers it to every local
   stream's bounded queue (:class:`LocalStream`).
@@ -34,12 +34,12 @@ from ..delivery import process as _process
 from ..delivery.fanout import TABLE
 from ..layer.patches import raw_receive
 from ..layer.subscriptions import SUBSCRIPTION_LOST, follow, unfollow
+from ..replay import ZERO, get_log, parse_id
 from ..telemetry import carrier as _carrier
 from ..telemetry import instruments as _telemetry
 from ..telemetry import semconv as sc
 from ..telemetry import spans as _spans
 from ._queue import Envelope, LocalStream
-from ._replay import ZERO, get_log, parse_id
 from ._subscription import GroupSubscription
 
 __all__ = ["Envelope", "Hub", "LocalStream", "get_hub"]  # the queue types, re-exported

@@ -15,9 +15,9 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from ..replay import parse_id
 from ..telemetry import instruments as _telemetry
-from ._replay import parse_id
-from .wire import ServerSentEvent
+from .wire import ServerSentEvent, message_event
 
 __all__ = ["Envelope", "LocalStream", "Wake"]
 
@@ -43,12 +43,7 @@ class Envelope:
     def default_event(self) -> ServerSentEvent:
         """``event:`` = type, ``data:`` = JSON of the rest; built once for all streams."""
         if self._default is None:
-            message = self.message
-            message_type = message.get("type")
-            rest = {k: v for k, v in message.items() if k != "type"}
-            self._default = ServerSentEvent(
-                data=rest, event=message_type if isinstance(message_type, str) else None
-            )
+            self._default = message_event(self.message)
         return self._default
 
     def encode_default(self, event_id: str | None, extra: tuple[tuple[str, str], ...]) -> bytes:

@@ -1,4 +1,12 @@
-"""One open event stream: its spans, metrics, cursor and writer loop (see :mod:`.view`)."""
+"""One open event stream: its spans, metrics, cursor and writer loop (see :mod:`.view`).
+
+One way (issue 22): the view builds an :class:`EventStream` with every option
+it needs (groups, layer alias, heartbeat, retry, queue size, the formatter or
+``None`` for the default one), as sse-starlette's ``EventSourceResponse``
+takes its options in its constructor, and hands :meth:`EventStream.run` to
+Django; the stream never reads the view. The ``connect`` span is started by
+:meth:`EventStream.open` and ended by :func:`_end_connect` only.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +14,30 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
 from ..conf import get_config
+from ..replay import get_log, parse_id
 from ..telemetry import instruments as _telemetry
 from ..telemetry import semconv as sc
 from ..telemetry import spans as _spans
 from ..telemetry.names import request_route
 from ._hub import Envelope, LocalStream, get_hub
-from ._replay import get_log, parse_id
 from ._threads import release_request_thread
 from .wire import ServerSentEvent, encode_comment
 
-if TYPE_CHECKING:
-    from .view import EventStreamView
+__all__ = ["EventStream", "Formatter"]
+
+#: A view's ``format_event``: the event for one group message, or None to skip it.
+Formatter = Callable[[dict[str, Any]], ServerSentEvent | None]
 
 logger = logging.getLogger("otel_channels.sse")
 
@@ -44,65 +55,111 @@ def _metric_attributes(route: str) -> dict[str, str]:
     if found is None:
         if len(_ATTRIBUTES) >= 4096:  # route templates are few; a bound all the same
             _ATTRIBUTES.clear()
-        found = _ATTRIBUTES[route] = {sc.NETWORK_PROTOCOL_NAME: "sse", sc.HTTP_ROUTE: route}
+        found = {sc.NETWORK_PROTOCOL_NAME: sc.PROTOCOL_SSE, sc.HTTP_ROUTE: route}
+        _ATTRIBUTES[route] = found
     return found
 
 
-class _Stream:
-    """One open event stream: its spans, metrics, cursor and writer loop."""
+def _start_connect(request: HttpRequest, route: str, name: str) -> trace.Span:
+    """The ``connect {route}`` SERVER span, started before the view resolves its groups."""
+    config = get_config()
+    scope = getattr(request, "scope", None) or {}
+    headers = _spans.decode_headers(scope) if scope else {
+        k.lower(): v for k, v in request.headers.items()
+    }
+    links: list[Link] = []
+    if trace.get_current_span().get_span_context().is_valid:
+        # Inside a server span already (Django's own OpenTelemetry middleware).
+        parent = otel_context.get_current()
+    else:
+        parent, links = _spans.handshake_context(scope, headers, config)
+    http = {"scheme": request.scheme or "http", "path": request.path,
+            "query_string": request.META.get("QUERY_STRING", ""),
+            "client": scope.get("client")}
+    return _spans.start_connect(
+        _telemetry.get(), route, sc.PROTOCOL_SSE, name, http, headers, config,
+        parent=parent, links=links, extra={sc.HTTP_REQUEST_METHOD: request.method or "GET"},
+    )
 
-    __slots__ = ("config", "connect_context", "connect_span", "cursor", "default_format",
-                 "events", "groups", "metric_attributes", "name", "request", "route",
-                 "telemetry", "traceparent_field", "view")
 
-    def __init__(self, view: EventStreamView, request: HttpRequest, default_format: bool) -> None:
-        self.view = view
-        self.request = request
-        self.config = config = get_config()
+def _end_connect(span: trace.Span, status: str, code: int,
+                 error: BaseException | None = None) -> None:
+    """The one place a ``connect`` span ends: accepted, rejected, aborted, or an error."""
+    if error is not None:
+        _spans.record_exception(span, error)
+        span.end()
+    else:
+        _spans.end_connect(span, status, code)
+
+
+class EventStream:
+    """One open event stream: its spans, metrics, cursor and writer loop.
+
+    Build it with :meth:`open` (which starts the ``connect`` span and resolves the
+    groups) and stream :meth:`run`. Options left ``None`` take their ``SSE_*``
+    setting; ``formatter=None`` writes the default event, encoded once per message
+    for all the worker's streams.
+    """
+
+    __slots__ = ("alias", "connect_context", "connect_span", "cursor", "events", "formatter",
+                 "groups", "heartbeat", "last_event_id", "local", "metric_attributes", "name",
+                 "retry", "route", "telemetry", "traceparent_field")
+
+    def __init__(self, request: HttpRequest, groups: Sequence[str], connect_span: trace.Span,
+                 *, name: str, route: str, channel_layer_alias: str = "default",
+                 heartbeat: float | None = None, retry: int | None = None,
+                 queue_size: int | None = None, formatter: Formatter | None = None) -> None:
+        config = get_config()
         self.telemetry = _telemetry.get()
-        self.name = type(view).__qualname__
-        self.route = request_route(request, self.name)
-        self.groups: list[str] = []
+        self.name = name
+        self.route = route
+        self.groups = list(groups)
+        self.alias = channel_layer_alias
+        self.heartbeat = heartbeat if heartbeat is not None else config.SSE_HEARTBEAT
+        self.retry = retry if retry is not None else config.SSE_RETRY
+        self.formatter = formatter
+        self.traceparent_field = config.SSE_TRACEPARENT_FIELD
+        self.last_event_id = (request.headers.get("Last-Event-ID")
+                              or request.GET.get("lastEventId"))
         self.cursor: dict[str, str] = {}
         self.events = 0
-        self.metric_attributes = _metric_attributes(self.route)
-        self.default_format = default_format  # the view's format_event is ours: cache bytes
-        self.traceparent_field = config.SSE_TRACEPARENT_FIELD
-        self.connect_span: trace.Span | None = self._start_connect()
-        self.connect_context = self.connect_span.get_span_context()
+        self.metric_attributes = _metric_attributes(route)
+        capacity = queue_size or config.SSE_QUEUE_SIZE or sys.maxsize  # None: unbounded
+        self.local = LocalStream(capacity, config.SSE_SLOW_CLIENT_POLICY, self.metric_attributes)
+        self.connect_span: trace.Span | None = connect_span
+        self.connect_context = connect_span.get_span_context()
+
+    @classmethod
+    async def open(cls, request: HttpRequest, groups: Callable[[], Awaitable[Sequence[str]]],
+                   *, name: str, channel_layer_alias: str = "default",
+                   heartbeat: float | None = None, retry: int | None = None,
+                   queue_size: int | None = None,
+                   formatter: Formatter | None = None) -> EventStream:
+        """Start the ``connect`` span, await ``groups()``, build the stream.
+
+        ``PermissionDenied`` (a 403) ends the span as ``rejected``; any other error
+        is recorded on it; both are raised again for Django to answer.
+        """
+        route = request_route(request, name)
+        span = _start_connect(request, route, name)
+        try:
+            found = await groups()
+        except PermissionDenied:
+            _end_connect(span, "rejected", 403)
+            raise
+        except BaseException as exc:
+            _end_connect(span, "error", 500, exc)
+            raise
+        return cls(request, found, span, name=name, route=route,
+                   channel_layer_alias=channel_layer_alias, heartbeat=heartbeat, retry=retry,
+                   queue_size=queue_size, formatter=formatter)
 
     # -- spans -----------------------------------------------------------------
 
-    def _start_connect(self) -> trace.Span:
-        request = self.request
-        scope = getattr(request, "scope", None) or {}
-        headers = _spans.decode_headers(scope) if scope else {
-            k.lower(): v for k, v in request.headers.items()
-        }
-        links: list[Link] = []
-        if trace.get_current_span().get_span_context().is_valid:
-            # Inside a server span already (Django's own OpenTelemetry middleware).
-            parent = otel_context.get_current()
-        else:
-            parent, links = _spans.handshake_context(scope, headers, self.config)
-        http = {"scheme": request.scheme or "http", "path": request.path,
-                "query_string": request.META.get("QUERY_STRING", ""),
-                "client": scope.get("client")}
-        return _spans.start_connect(
-            self.telemetry, self.route, sc.PROTOCOL_SSE, self.name, http, headers, self.config,
-            parent=parent, links=links, extra={sc.HTTP_REQUEST_METHOD: request.method or "GET"},
-        )
-
-    def end_connect(self, status: str, code: int) -> None:
+    def _end_connect(self, status: str, code: int, error: BaseException | None = None) -> None:
         span, self.connect_span = self.connect_span, None
         if span is not None:
-            _spans.end_connect(span, status, code)
-
-    def fail_connect(self, exc: BaseException) -> None:
-        span, self.connect_span = self.connect_span, None
-        if span is not None:
-            _spans.record_exception(span, exc)
-            span.end()
+            _end_connect(span, status, code, error)
 
     def _disconnect_span(self, status: str, duration: float, error: BaseException | None) -> None:
         connect = self.connect_context
@@ -125,12 +182,8 @@ class _Stream:
         """The async generator Django streams; its ``finally`` releases everything."""
         # Django is done with the request's sync code: its thread goes (see _threads).
         release_request_thread()
-        config, view = self.config, self.view
-        retry = view.retry if view.retry is not None else config.SSE_RETRY
-        heartbeat = view.heartbeat if view.heartbeat is not None else config.SSE_HEARTBEAT
-        capacity = view.queue_size or config.SSE_QUEUE_SIZE or sys.maxsize  # None: unbounded
-        local = LocalStream(capacity, config.SSE_SLOW_CLIENT_POLICY, self.metric_attributes)
-        hub = get_hub(view.channel_layer_alias)
+        local, retry, heartbeat = self.local, self.retry, self.heartbeat
+        hub = get_hub(self.alias)
         joined: list[str] = []
         opened_at: float | None = None
         status = "closed"
@@ -144,7 +197,7 @@ class _Stream:
             # subscribed, so a client that acts on onopen cannot miss its own broadcast.
             yield _OPEN if retry is None else _OPEN[:-1] + f"retry: {int(retry)}\n\n".encode()
             first = await self._resume(floors, local)
-            self.end_connect("accepted", 200)
+            self._end_connect("accepted", 200)
             opened_at = time.monotonic()
             self.telemetry.active_connections.add(1, self.metric_attributes)
             if first:
@@ -183,11 +236,7 @@ class _Stream:
         finally:
             for group in joined:
                 hub.leave(group, local)
-            if self.connect_span is not None:
-                if error is not None:
-                    self.fail_connect(error)
-                else:
-                    self.end_connect("aborted", 200)
+            self._end_connect("aborted", 200, error)  # unless accepted above
             if opened_at is not None:
                 duration = time.monotonic() - opened_at
                 self.telemetry.active_connections.add(-1, self.metric_attributes)
@@ -197,9 +246,8 @@ class _Stream:
     async def _resume(self, floors: dict[str, str], local: LocalStream) -> bytes:
         """Replay after ``Last-Event-ID`` (or say ``stream-reset``), then the stream's id."""
         self.cursor = dict(floors)
-        log = get_log(self.view.channel_layer_alias)
-        request = self.request
-        last = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+        log = get_log(self.alias)
+        last = self.last_event_id
         if log is None or not self.groups:
             return b""
         if not last:
@@ -275,10 +323,10 @@ class _Stream:
         extra: tuple[tuple[str, str], ...] = ()
         if self.traceparent_field and envelope.traceparent:
             extra = (("traceparent", envelope.traceparent),)
-        if self.default_format:
+        if self.formatter is None:
             data = envelope.encode_default(event_id, extra)
         else:
-            event = self.view.format_event(envelope.message)
+            event = self.formatter(envelope.message)
             if event is None:
                 return b""
             if event.id is None and event_id is not None:

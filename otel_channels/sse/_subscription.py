@@ -3,7 +3,7 @@
 The hub (:mod:`._hub`) holds one :class:`GroupSubscription` per group it
 receives; this module decides which events a receipt delivers, and with what id.
 
-Numbering (see ``_replay`` for the ids):
+Numbering (see :mod:`otel_channels.replay` for the ids):
 
 * ``broadcast()`` appends to the log *before* sending, and the id rides in the
   message's carrier (``sse_id`` / ``sse_prev`` / ``sse_group``); every worker
@@ -31,22 +31,19 @@ import asyncio
 import time
 from typing import Any
 
-from ..conf import get_config
+from ..replay import FINGERPRINT_TTL, ZERO, Entry, fingerprint, get_log, parse_id
 from ..telemetry.carrier import SSE_GROUP, SSE_ID, SSE_PREV
-from ..telemetry.names import group_template
 from ._queue import Envelope, LocalStream
-from ._replay import FINGERPRINT_TTL, ZERO, Entry, fingerprint, get_log, parse_id
 
 
 class GroupSubscription:
     """The hub's membership in one group, and the order of the group's events on this worker."""
 
-    __slots__ = ("group", "template", "channel", "streams", "ready", "task", "last", "last_id",
+    __slots__ = ("group", "channel", "streams", "ready", "task", "last", "last_id",
                  "start_id", "repeats")
 
     def __init__(self, group: str, ready: asyncio.Future[None]) -> None:
         self.group = group
-        self.template = group_template(group, get_config().GROUP_TEMPLATE)
         self.channel: str | None = None
         self.streams: set[LocalStream] = set()
         self.ready = ready

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views import View
 
-from ._stream import _Stream
-from .wire import ServerSentEvent
+from ._stream import EventStream, Formatter
+from .wire import ServerSentEvent, message_event
 
 __all__ = ["EventStreamView"]
 
@@ -49,11 +49,14 @@ class EventStreamView(View):
         ``message`` is shared by every stream of the worker: do not mutate it.
         An event returned without an ``id`` gets the stream's id.
         """
-        message_type = message.get("type")
-        return ServerSentEvent(
-            data={k: v for k, v in message.items() if k != "type"},
-            event=message_type if isinstance(message_type, str) else None,
-        )
+        return message_event(message)
+
+    def _formatter(self) -> Formatter | None:
+        """``format_event`` when overridden; None for the default, which the hub encodes
+        once per message for every stream of the worker."""
+        if type(self).format_event is EventStreamView.format_event:
+            return None
+        return self.format_event
 
     async def _groups(self, request: HttpRequest, *args: Any, **kwargs: Any) -> list[str]:
         found = self.get_groups(request, *args, **kwargs)
@@ -87,19 +90,13 @@ class EventStreamView(View):
     async def get(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> StreamingHttpResponse:
-        stream = _Stream(self, request,
-                         type(self).format_event is EventStreamView.format_event)
-        try:
-            groups = await self._groups(request, *args, **kwargs)
-        except PermissionDenied:
-            stream.end_connect("rejected", 403)
-            raise
-        except BaseException as exc:
-            stream.fail_connect(exc)
-            raise
-        stream.groups = groups
+        """The stream, built with this view's options; a 403 before anything is streamed."""
+        stream = await EventStream.open(
+            request, lambda: self._groups(request, *args, **kwargs),
+            name=type(self).__qualname__, channel_layer_alias=self.channel_layer_alias,
+            heartbeat=self.heartbeat, retry=self.retry, queue_size=self.queue_size,
+            formatter=self._formatter(),
+        )
         response = StreamingHttpResponse(stream.run(), content_type=CONTENT_TYPE)
         self._headers(response)
         return response
-
-

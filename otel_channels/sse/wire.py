@@ -25,7 +25,7 @@ from typing import Any
 
 from ..eventstream import LINE_BREAK
 
-__all__ = ["ServerSentEvent", "encode_comment", "json_data"]
+__all__ = ["ServerSentEvent", "encode_comment", "json_data", "message_event"]
 
 _UNSAFE_NAME = re.compile(r"[\r\n\x00]")
 
@@ -84,6 +84,19 @@ class ServerSentEvent:
         parts.append("\n")
         # "replace": a lone surrogate cannot be UTF-8; a browser would show U+FFFD anyway.
         return "".join(parts).encode("utf-8", "replace")
+
+
+def message_event(message: dict[str, Any]) -> ServerSentEvent:
+    """The default event of a group message: ``event:`` its ``type``, ``data:`` the rest.
+
+    The one default formatter: ``EventStreamView.format_event`` returns it, and the
+    hub builds it once per message for every stream that keeps the default.
+    """
+    message_type = message.get("type")
+    return ServerSentEvent(
+        data={k: v for k, v in message.items() if k != "type"},
+        event=message_type if isinstance(message_type, str) else None,
+    )
 
 
 def encode_comment(text: str = "") -> bytes:

@@ -1,4 +1,17 @@
-"""The bounded per-group event log that numbers SSE events and replays them.
+"""The replay log: the bounded per-group event log that numbers SSE events and replays them.
+
+Public (issue 22): ``broadcast()`` appends to it, ``EventStreamView`` resumes
+streams from it, and a view may read it too (the example's trace view starts a
+stream with the log's recent tail)::
+
+    from otel_channels.replay import ZERO, get_log
+
+    log = get_log("default")              # None when SSE_REPLAY_MAXLEN = 0
+    head = await log.head("room_42")      # the newest id, ZERO when empty
+    entries = await log.between("room_42", ZERO, head)   # Entry(id, prev, message, traceparent)
+
+It lives outside ``otel_channels.sse`` so that the producer side
+(``otel_channels.broadcast``) loads neither the view nor the hub.
 
 Ids
 ---
@@ -55,8 +68,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..conf import get_config
+from .conf import get_config
 
+__all__ = ["FINGERPRINT_TTL", "ZERO", "Entry", "MemoryLog", "RedisLog", "ReplayLog", "fingerprint",
+           "get_log", "normalise_id", "parse_id", "reset"]
+
+#: The position before a group's first entry.
 ZERO = "0-0"
 _ID = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
 _U64 = 1 << 64
@@ -100,6 +117,8 @@ def fingerprint(message: dict[str, Any]) -> str:
 
 
 class Entry(NamedTuple):
+    """One logged event: its id, the id before it, the message and its traceparent."""
+
     id: str
     prev: str
     message: dict[str, Any]
@@ -393,7 +412,7 @@ def reset(*, setting: str | None = None, **kwargs: Any) -> None:
 def _connect_signal() -> None:
     from django.test.signals import setting_changed
 
-    setting_changed.connect(reset, dispatch_uid="otel_channels.sse._replay.reset")
+    setting_changed.connect(reset, dispatch_uid="otel_channels.replay.reset")
 
 
 _connect_signal()
