@@ -51,8 +51,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests._otlp import OTLPReceiver  # noqa: E402
-from tests._reliability import (  # noqa: E402
+from tests.support.otlp import OTLPReceiver  # noqa: E402
+from tests.support.reliability import (  # noqa: E402
     RECOMMENDED_HOSTS,
     STOCK_HOSTS,
     Cluster,

@@ -22,9 +22,9 @@ from typing import Any
 
 import msgpack
 
-from tests._otlp import OTLPReceiver, Span
-from tests._servers import DaphneWorker, running
 from tests.fuzzproject.consumers import BYTES_TAG, KINDS
+from tests.support.otlp import OTLPReceiver, Span
+from tests.support.servers import DaphneWorker, running
 
 APP = "tests.fuzzproject.asgi:application"
 SETTINGS = "tests.fuzzproject.settings"
@@ -107,7 +107,7 @@ def error_spans(spans: list[Span], allowed: tuple[str, ...] = (BAD_CARRIER,)) ->
 
 def tracebacks(logs: dict[str, str]) -> dict[str, list[str]]:
     """The last line of each traceback per worker (empty lists: none)."""
-    from tests._reliability import exceptions_in
+    from tests.support.reliability import exceptions_in
 
     return {name: exceptions_in(log) for name, log in logs.items()}
 
