@@ -94,3 +94,40 @@ def test_imports_are_resolved() -> None:
     found = imports_of(PACKAGE / "sse" / "_hub.py")
     assert "otel_channels.sse._subscription" in found
     assert "otel_channels._fanout" in found
+
+
+# -- The tests' own house: tests/support holds every shared helper ---------------------------
+
+TESTS = PACKAGE.parent / "tests"
+SUPPORT_MODULES = sorted((TESTS / "support").rglob("*.py"))
+TEST_MODULES = sorted(TESTS.rglob("test_*.py"))
+
+
+def dotted_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("path", SUPPORT_MODULES, ids=dotted_name)
+def test_support_module_and_class_sizes(path: Path) -> None:
+    """tests/support keeps the package's limits: 450 lines a module, 250 a class."""
+    test_module_and_class_sizes(path)
+
+
+def test_support_is_where_the_helpers_are() -> None:
+    assert {"servers", "otlp", "redis_layer", "telemetry", "reliability"} <= {
+        p.stem if p.stem != "__init__" else p.parent.name for p in SUPPORT_MODULES}
+    assert not [p for p in TESTS.glob("*.py")
+                if p.name not in {"__init__.py", "conftest.py", "settings.py", "urls.py"}]
+
+
+@pytest.mark.parametrize("path", [*TEST_MODULES, *SUPPORT_MODULES,
+                                  *sorted((PACKAGE.parent / "benchmarks").rglob("*.py"))],
+                         ids=dotted_name)
+def test_no_module_imports_a_test_module_or_conftest(path: Path) -> None:
+    """Helpers live in tests/support: test modules and benchmarks import neither another
+    test module nor ``conftest`` (whose import would install the global providers)."""
+    for name in imports_of(path):
+        parts = name.split(".")
+        assert "conftest" not in parts, (path, name)
+        if parts[0] == "tests":
+            assert not any(part.startswith("test_") for part in parts), (path, name)
