@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.support.compat import needs_sse_disconnects
@@ -46,6 +46,7 @@ from tests.support.example import (
 )
 from tests.support.otlp import OTLPReceiver
 from tests.support.servers import DaphneWorker, free_port, wait_for_port
+from tests.support.websocket import WebSocketClient
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -59,41 +60,33 @@ def room_name() -> str:
     return "r" + "".join(random.choices(string.ascii_lowercase, k=11))
 
 
-class Chat:
+class Chat(WebSocketClient):
     """A chat socket that has read its welcome and history frames."""
 
-    def __init__(self, ws: ClientConnection, welcome: dict[str, Any],
-                 history: dict[str, Any]) -> None:
-        self.ws, self.welcome, self.history = ws, welcome, history
-
-    async def send(self, data: str | bytes) -> None:
-        await self.ws.send(data)
+    welcome: dict[str, Any]
+    history: dict[str, Any]
 
     async def action(self, **content: Any) -> None:
-        await self.ws.send(json.dumps(content))
+        await self.send_json(content)
 
     async def frame(self, timeout: float = 10.0) -> dict[str, Any]:
-        return await frame(self.ws, timeout)
+        raw = await self.receive_text(timeout)
+        assert CARRIER_KEY not in raw  # the trace carrier never reaches a client
+        value = json.loads(raw)
+        assert isinstance(value, dict)
+        return value
 
 
 @asynccontextmanager
 async def chat(worker: DaphneWorker, room: str) -> AsyncIterator[Chat]:
     async with connect(f"{worker.ws_url}/ws/chat/{room}/", origin=worker.url,
                        open_timeout=10) as ws:
-        welcome = await frame(ws)
-        assert welcome["type"] == "welcome", welcome
-        history = await frame(ws)
-        assert history["type"] == "history", history
-        yield Chat(ws, welcome, history)
-
-
-async def frame(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(raw, str), raw
-    assert CARRIER_KEY not in raw  # the trace carrier never reaches a client
-    value = json.loads(raw)
-    assert isinstance(value, dict)
-    return value
+        client = Chat(room, ws)
+        client.welcome = await client.frame()
+        assert client.welcome["type"] == "welcome", client.welcome
+        client.history = await client.frame()
+        assert client.history["type"] == "history", client.history
+        yield client
 
 
 class EventStream:

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from otel_channels.broadcast import abroadcast
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 from otel_channels.sse import _replay
+from tests.support.redis_layer import redis_host
 from tests.support.reliability import RedisServer, require_redis_server
 
 CORE = "channels_redis.core.RedisChannelLayer"
@@ -63,8 +64,7 @@ async def _connect(consumer: Any) -> tuple[WebsocketCommunicator, str]:
 async def test_broadcast_across_shards_is_one_trace(spans: Any) -> None:
     require_redis_server("the test starts two Redis shards of its own")
     with RedisServer() as first, RedisServer() as second:
-        hosts = [{"address": r.url, "socket_timeout": 30, "max_connections": 2000}
-                 for r in (first, second)]
+        hosts = [redis_host(r.url) for r in (first, second)]
         prefix = f"otelshard{uuid.uuid4().hex[:8]}"
         config = {"BACKEND": CORE, "CONFIG": {"hosts": hosts, "prefix": prefix}}
         _replay.reset()

@@ -114,7 +114,7 @@ def test_support_module_and_class_sizes(path: Path) -> None:
 
 
 def test_support_is_where_the_helpers_are() -> None:
-    assert {"servers", "otlp", "redis_layer", "telemetry", "reliability"} <= {
+    assert {"servers", "otlp", "redis_layer", "telemetry", "reliability", "sse", "websocket"} <= {
         p.stem if p.stem != "__init__" else p.parent.name for p in SUPPORT_MODULES}
     assert not [p for p in TESTS.glob("*.py")
                 if p.name not in {"__init__.py", "conftest.py", "settings.py", "urls.py"}]

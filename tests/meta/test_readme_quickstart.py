@@ -27,9 +27,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.anyserver import new_room, open_clients, settle
+from tests.support.anyserver import new_room, settle
 from tests.support.otlp import OTLPReceiver, Span
 from tests.support.servers import ROOT, DaphneWorker, running
+from tests.support.websocket import open_clients
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.anyserver import new_room, open_clients
+from tests.support.anyserver import new_room
 from tests.support.otlp import OTLPReceiver
 from tests.support.servers import DaphneWorker, running, two_workers
+from tests.support.websocket import open_clients
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(60)]
 

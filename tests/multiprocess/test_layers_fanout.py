@@ -23,10 +23,8 @@ import pytest
 
 from tests.support.anyserver import (
     TEMPLATE,
-    SseStream,
     names,
     new_room,
-    open_clients,
     settle,
     warm_up,
 )
@@ -34,6 +32,8 @@ from tests.support.otlp import OTLPReceiver, Span
 from tests.support.redis_layer import delete_keys
 from tests.support.servers import DaphneWorker, two_workers
 from tests.support.services import REDIS_URL
+from tests.support.sse import HttpEventStream
+from tests.support.websocket import open_clients
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(90)]
 
@@ -156,7 +156,7 @@ async def test_sse_stream_gets_every_one_of_three_identical_broadcasts(
                 # event loop, and the sync view's get_channel_layer() runs in a thread: a
                 # consumer must have built it on the server's loop first.
                 await warm_up(a, wait=0)
-            async with SseStream(f"{b.url}/events/{room}/") as stream:
+            async with HttpEventStream(f"{b.url}/events/{room}/") as stream:
                 await stream.wait_position()
                 async with httpx.AsyncClient(timeout=10) as http:
                     for _ in range(3):  # the same body three times, back to back

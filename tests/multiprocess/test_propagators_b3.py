@@ -17,9 +17,10 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.anyserver import TEMPLATE, names, new_room, open_clients, settle
+from tests.support.anyserver import TEMPLATE, names, new_room, settle
 from tests.support.otlp import OTLPReceiver, Span
 from tests.support.servers import DaphneWorker, running, two_workers
+from tests.support.websocket import open_clients
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(60)]
 

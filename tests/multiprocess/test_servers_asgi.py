@@ -31,10 +31,12 @@ import httpx
 import pytest
 import websockets
 
-from tests.support.anyserver import SseStream, names, new_room, open_clients, settle
+from tests.support.anyserver import names, new_room, settle
 from tests.support.compat import needs_sse_disconnects
 from tests.support.otlp import OTLPReceiver, Span
 from tests.support.servers import SERVERS, DaphneWorker, running
+from tests.support.sse import HttpEventStream
+from tests.support.websocket import open_clients
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(60)]
 
@@ -174,7 +176,7 @@ async def test_sse_stream_served_and_disconnect_counted(
                 raise AssertionError(f"{server}: {why}; active connections: {active()}")
             await asyncio.sleep(0.1)
 
-    async with SseStream(f"{worker.url}/events/{room}/") as stream:
+    async with HttpEventStream(f"{worker.url}/events/{room}/") as stream:
         await stream.wait_position()
         async with httpx.AsyncClient(timeout=10) as http:
             reply = await http.post(f"{worker.url}/broadcast/{room}/", json={"text": server})

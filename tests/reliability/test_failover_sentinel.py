@@ -38,8 +38,9 @@ import pytest
 
 from tests.support.failover import failover_run
 from tests.support.otlp import OTLPReceiver
-from tests.support.reliability import Cluster, SSEStream, latest_by_attributes
+from tests.support.reliability import Cluster, latest_by_attributes
 from tests.support.sentinel import SentinelSetup, require_sentinel
+from tests.support.sse import RawEventStream
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -122,7 +123,7 @@ async def test_master_killed_under_load(layer: str) -> None:
 
 async def _resume(port: int, room: str, last_event_id: str, expected: list[str]) -> None:
     """Reopen a stream on worker B with ``Last-Event-ID``: the next events are ``expected``."""
-    stream = SSEStream("127.0.0.1", port, f"/events/{room}/")
+    stream = RawEventStream("127.0.0.1", port, f"/events/{room}/")
     assert await stream.open(last_event_id, timeout=20) == 200
     try:
         seen: list[str] = []

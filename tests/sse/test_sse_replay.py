@@ -19,13 +19,12 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
 from otel_channels.broadcast import abroadcast, broadcast
-from otel_channels.eventstream import EventStreamParser, MessageEvent
 from otel_channels.sse import _hub, _replay
 from otel_channels.testing import EventStreamCommunicator
-from tests.support.compat import timeout as time_limit
 from tests.support.otlp import OTLPReceiver
 from tests.support.redis_layer import CommandLog, delete_keys, redis_layer_config
 from tests.support.servers import DaphneWorker, running
+from tests.support.sse import HttpEventStream
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(90)]
 ROUTE = "/events/<room>/"
@@ -206,46 +205,6 @@ def test_broadcast_refuses_a_running_loop():
 # -- two real daphne workers --------------------------------------------------------------
 
 
-class HttpStream:
-    """A real HTTP SSE client: httpx streaming body into the spec parser."""
-
-    def __init__(self, url: str, last_event_id: str | None = None) -> None:
-        self.url = url
-        self.headers = {"accept": "text/event-stream"}
-        if last_event_id is not None:
-            self.headers["last-event-id"] = last_event_id
-        self.parser = EventStreamParser()
-        self.events: list[MessageEvent] = []
-        self._queue: list[MessageEvent] = []
-
-    async def __aenter__(self) -> HttpStream:
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
-        self._context = self.client.stream("GET", self.url, headers=self.headers)
-        self.response = await self._context.__aenter__()
-        assert self.response.status_code == 200
-        self._chunks = self.response.aiter_raw()
-        return self
-
-    async def next_event(self, timeout: float = 10.0) -> MessageEvent:
-        async with time_limit(timeout):
-            while not self._queue:
-                self._queue.extend(self.parser.feed(await self._chunks.__anext__()))
-        event = self._queue.pop(0)
-        self.events.append(event)
-        return event
-
-    async def wait_position(self, timeout: float = 10.0) -> str:
-        """Read until the stream told its position (the first ``id:`` block)."""
-        async with time_limit(timeout):
-            while not self.parser.last_event_id:
-                self._queue.extend(self.parser.feed(await self._chunks.__anext__()))
-        return self.parser.last_event_id
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self._context.__aexit__(None, None, None)  # closes the TCP connection
-        await self.client.aclose()
-
-
 @contextmanager
 def two_workers(redis_url: str, prefix: str, receiver: OTLPReceiver, backend: str = "redis"):
     env = {**receiver.env(), "CHANNEL_BACKEND": backend, "CHANNEL_PREFIX": prefix,
@@ -284,7 +243,7 @@ async def test_resume_on_another_worker_loses_and_repeats_nothing(redis_url, bac
         group_key = f"{prefix}:group:{group}"
         sent: list[tuple[str, str]] = []  # (how, text) in send order
 
-        watcher: HttpStream
+        watcher: HttpEventStream
 
         async def observed(text: str) -> None:
             # Sends are sequential: the next starts once the watcher has this one. (A plain
@@ -305,9 +264,9 @@ async def test_resume_on_another_worker_loses_and_repeats_nothing(redis_url, bac
             sent.append(("broadcast", text))
             await observed(text)
 
-        async with HttpStream(f"{b.url}/events/{room}/") as watcher:  # stays on B throughout
+        async with HttpEventStream(f"{b.url}/events/{room}/") as watcher:  # stays on B throughout
             await watcher.wait_position()
-            async with HttpStream(f"{a.url}/events/{room}/") as roamer:
+            async with HttpEventStream(f"{a.url}/events/{room}/") as roamer:
                 await roamer.wait_position()
                 if backend == "redis":  # one channel per worker, not one per stream
                     assert members.zcard(group_key) == 2
@@ -325,7 +284,7 @@ async def test_resume_on_another_worker_loses_and_repeats_nothing(redis_url, bac
             await post(b, "e5")  # logged by B's hub (the watcher's)
             await post(a, "e6")  # A has no stream; B's hub still numbers it
             last = seen_a[-1].id
-            async with HttpStream(f"{b.url}/events/{room}/", last_event_id=last) as roamer:
+            async with HttpEventStream(f"{b.url}/events/{room}/", last_event_id=last) as roamer:
                 seen_b = [await roamer.next_event() for _ in range(3)]
                 await send("e7")
                 seen_b.append(await roamer.next_event())

@@ -12,9 +12,9 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from tests.support.anyserver import Client
 from tests.support.otlp import MetricPoint, OTLPReceiver, Span, one_span
 from tests.support.servers import DaphneWorker, two_workers
+from tests.support.websocket import WebSocketClient
 
 CHAT_ROUTE = "/ws/chat/<room>/"
 TEMPLATE = "room_{id}"
@@ -35,7 +35,8 @@ def cluster(
 
 
 @asynccontextmanager
-async def clients(a: DaphneWorker, b: DaphneWorker, room: str) -> AsyncIterator[dict[str, Client]]:
+async def clients(a: DaphneWorker, b: DaphneWorker, room: str
+                  ) -> AsyncIterator[dict[str, WebSocketClient]]:
     """Traced and plain consumers in ``room`` on both workers, closed normally on exit."""
     urls = {
         "chat_a": f"{a.ws_url}/ws/chat/{room}/", "plain_a": f"{a.ws_url}/ws/plain/{room}/",
@@ -44,7 +45,7 @@ async def clients(a: DaphneWorker, b: DaphneWorker, room: str) -> AsyncIterator[
     async with AsyncExitStack() as stack:
         found = {}
         for name, url in urls.items():
-            found[name] = Client(name, await stack.enter_async_context(connect(url)))
+            found[name] = WebSocketClient(name, await stack.enter_async_context(connect(url)))
         yield found
 
 

@@ -21,9 +21,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tests.support.anyserver import TEMPLATE, names, new_room, open_clients, settle
+from tests.support.anyserver import TEMPLATE, names, new_room, settle
 from tests.support.otlp import OTLPReceiver, Span
 from tests.support.servers import DaphneWorker, running
+from tests.support.websocket import open_clients
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(90)]
 

@@ -5,9 +5,8 @@
 * :class:`Cluster`: two ``daphne tests.project.asgi:application`` workers on
   one channel-layer prefix, started at once, optionally exporting to an
   :class:`~tests.support.otlp.OTLPReceiver`.
-* :class:`SSEStream`: an EventSource-like reader on a raw HTTP/1.1 connection
-  (chunked body, ``Last-Event-ID``), light enough for a thousand at once and
-  able to drop its TCP connection without a clean end (``abort()``).
+* Browser-like clients that reconnect (:class:`ChatClient`, :class:`EventSourceClient`,
+  on :class:`tests.support.sse.RawEventStream`), the Redis fault, storm and churn runs.
 * File-descriptor limits (``RLIMIT_NOFILE``) of this process and of a worker.
 * :func:`require_redis_server`, :func:`active_connections`: shared test set-up.
 """
@@ -40,20 +39,17 @@ from tests.support.reliability.redis_server import (
     group_members,
     require_redis_server,
 )
-from tests.support.reliability.sse_stream import Event, SSEStream
 from tests.support.reliability.storm import StormResult, storm
 
 __all__ = [
     "ChatClient",
     "ChurnStats",
     "Cluster",
-    "Event",
     "EventSourceClient",
     "FaultRun",
     "PersistentRedisServer",
     "RECOMMENDED_HOSTS",
     "RedisServer",
-    "SSEStream",
     "STOCK_HOSTS",
     "Sent",
     "StormResult",

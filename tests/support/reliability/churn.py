@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.reliability.cluster import TIMEOUTS, Cluster
-from tests.support.reliability.sse_stream import SSEStream
 from tests.support.reliability.storm import bump
+from tests.support.sse import RawEventStream
 
 # -- the churn soak -------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ async def churn(cluster: Cluster, rooms: list[str], seconds: float, users: int =
 
     async def sse_session() -> None:
         worker, room = rng.choice(cluster.workers), rng.choice(rooms)
-        stream = SSEStream("127.0.0.1", worker.port, f"/events/{room}/")
+        stream = RawEventStream("127.0.0.1", worker.port, f"/events/{room}/")
         try:
             status = await stream.open(timeout=10)
         except (OSError, *TIMEOUTS, asyncio.IncompleteReadError) as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.support.reliability.cluster import TIMEOUTS
-from tests.support.reliability.sse_stream import Event, SSEStream
+from tests.support.sse import Event, RawEventStream
 
 # -- browser-like clients that reconnect -----------------------------------------------
 
@@ -99,7 +99,7 @@ class EventSourceClient:
         self.ends: list[float] = []
         self.failures: dict[str, int] = {}
         self.last_id: str | None = None
-        self.stream: SSEStream | None = None
+        self.stream: RawEventStream | None = None
         self.hold = 0.0  # extra wait before the next reconnect (a dropped laptop lid)
 
     async def run(self, stop: asyncio.Event, max_attempts: int = 500) -> None:
@@ -107,7 +107,7 @@ class EventSourceClient:
         for _ in range(max_attempts):
             if stop.is_set():
                 return
-            stream = self.stream = SSEStream("127.0.0.1", self.port, self.path)
+            stream = self.stream = RawEventStream("127.0.0.1", self.port, self.path)
             reason = None
             try:
                 status = await stream.open(self.last_id, timeout=10)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.otlp import OTLPReceiver
+from tests.support.redis_layer import redis_host
 from tests.support.servers import DaphneWorker
 
 #: ``asyncio.wait_for`` raises ``asyncio.TimeoutError``: not the built-in before 3.11.
@@ -30,7 +31,7 @@ def hosts_json(url: str, kind: str) -> str:
     """``CHANNEL_HOSTS_JSON`` for the test project: the recommended dict or a bare URL."""
     if kind == STOCK_HOSTS:
         return json.dumps([url])
-    return json.dumps([{"address": url, "socket_timeout": 30, "max_connections": 2000}])
+    return json.dumps([redis_host(url)])
 
 
 class Worker(DaphneWorker):

@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.support.reliability.cluster import TIMEOUTS, Cluster, exceptions_in
 from tests.support.reliability.fds import listen_overflows, nofile_of, open_fds
-from tests.support.reliability.sse_stream import SSEStream
+from tests.support.sse import RawEventStream
 
 # -- the reconnect storm ------------------------------------------------------------
 
@@ -68,9 +68,9 @@ async def storm(cluster: Cluster, n_websocket: int, n_sse: int, rooms: list[str]
             return ws
         return None
 
-    async def open_sse(i: int) -> SSEStream | None:
+    async def open_sse(i: int) -> RawEventStream | None:
         worker, room = workers[i % 2], rooms[i % len(rooms)]
-        stream = SSEStream("127.0.0.1", worker.port, f"/events/{room}/")
+        stream = RawEventStream("127.0.0.1", worker.port, f"/events/{room}/")
         try:
             status = await stream.open(timeout=timeout)
         except Exception as exc:  # counted by type and stage
@@ -120,7 +120,7 @@ async def storm(cluster: Cluster, n_websocket: int, n_sse: int, rooms: list[str]
                 if json.loads(frame).get("text", "").startswith("storm-"):
                     result.delivered_websocket += 1
 
-        async def sse_got(stream: SSEStream) -> None:
+        async def sse_got(stream: RawEventStream) -> None:
             try:
                 event = await stream.next_event(20)
             except TIMEOUTS:
