@@ -34,6 +34,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from otel_channels.eventstream import EventStreamParser
 from tests.support.compat import needs_sse_disconnects
 from tests.support.example import (
     ROOT,
@@ -96,6 +97,8 @@ class EventStream:
         self.response = response
         self.lines = response.aiter_lines()
         self.raw: list[str] = []
+        self.parser = EventStreamParser()  # the package's own, spec-faithful
+        self._own_id: str | None = None
 
     async def next(self, timeout: float) -> dict[str, str] | None:
         """The next event (``event``, ``data``, ``id``), or None when ``timeout`` passes first."""
@@ -105,25 +108,19 @@ class EventStream:
             return None
 
     async def _next(self) -> dict[str, str]:
-        event: dict[str, str] = {}
-        data: list[str] = []
         async for line in self.lines:
             self.raw.append(line)
+            before = self.parser.id_buffer
+            dispatched = self.parser.feed(line + "\n")
+            if self.parser.id_buffer != before:
+                self._own_id = self.parser.id_buffer  # this event names its own id
             if not line:
-                if data:
-                    event["data"] = "\n".join(data)
-                    event.setdefault("event", "message")
+                own_id, self._own_id = self._own_id, None
+                if dispatched:
+                    event = {"event": dispatched[0].type, "data": dispatched[0].data}
+                    if own_id is not None:
+                        event["id"] = own_id
                     return event
-                event = {}
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            elif name in ("event", "id"):
-                event[name] = value
         raise EOFError("stream ended")
 
     async def until(self, predicate: Any, timeout: float) -> list[dict[str, str]]:
