@@ -55,8 +55,8 @@ if str(ROOT) not in sys.path:
 
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
-from tests._redis import delete_keys  # noqa: E402
-from tests._servers import DaphneWorker  # noqa: E402
+from tests.support.redis_layer import delete_keys  # noqa: E402
+from tests.support.servers import DaphneWorker  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKLOG = 4096

@@ -51,7 +51,7 @@ from django.urls import path  # noqa: E402
 from django.views import View  # noqa: E402
 
 from otel_channels.sse import EventStreamView  # noqa: E402
-from tests._redis import CommandLog  # noqa: E402
+from tests.support.redis_layer import CommandLog  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 SECTION = "## SSE burst"
@@ -216,7 +216,7 @@ async def run_scenario(kind: str, stock: bool, clients_n: int) -> dict[str, Any]
     BurstWorker = _burst_worker_class()  # noqa: N806
     from django.test import override_settings
 
-    from tests.conftest import redis_layer_config
+    from tests.support.redis_layer import redis_layer_config
 
     prefix = f"sseburst{uuid.uuid4().hex[:10]}"
     room = "bench"
@@ -311,7 +311,7 @@ async def run_scenario(kind: str, stock: bool, clients_n: int) -> dict[str, Any]
 
 
 def _burst_worker_class() -> Any:
-    from tests._servers import DaphneWorker, wait_for_port
+    from tests.support.servers import DaphneWorker, wait_for_port
 
     class BurstWorker(DaphneWorker):
         """A DaphneWorker whose listen backlog takes a burst (Twisted's default is 50)."""

@@ -11,7 +11,7 @@ Usage::
 Everything runs on 127.0.0.1: two ``daphne tests.project.asgi:application``
 workers (the test suite's project, traced consumers and the SSE view) on a
 ``redis-server`` of the benchmark's own (no persistence, free port), with the
-same harness as ``tests/test_reliability_*.py`` (``tests/_reliability.py``).
+same harness as ``tests/reliability/test_reliability_*.py`` (``tests/support/reliability/``).
 The benchmark raises its ``RLIMIT_NOFILE`` to the hard limit first; the
 workers inherit it.
 
@@ -51,8 +51,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests._otlp import OTLPReceiver  # noqa: E402
-from tests._reliability import (  # noqa: E402
+from tests.support.otlp import OTLPReceiver  # noqa: E402
+from tests.support.reliability import (  # noqa: E402
     RECOMMENDED_HOSTS,
     STOCK_HOSTS,
     Cluster,

@@ -4,7 +4,7 @@
 //   npm ci && node build_browser_sdk.mjs [OUT_DIR]
 //
 // OUT_DIR defaults to the example's static files. The output depends only on the lock file
-// and this script (no paths, dates or host names in it): tests/test_browser_sdk_bundle.py
+// and this script (no paths, dates or host names in it): tests/browser/test_browser_sdk_bundle.py
 // rebuilds it and compares the bytes with the committed copy.
 import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";

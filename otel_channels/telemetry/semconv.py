@@ -4,7 +4,7 @@ Names come from ``opentelemetry.semconv`` where the semantic conventions have
 one (the messaging, process and network names are still "development" there,
 hence the ``_incubating`` modules); names with no convention are namespaced
 ``websocket.*``, ``sse.*`` and ``channels.*`` and spelled here. No other module
-spells an attribute or metric name: ``tests/test_semconv.py`` checks that.
+spells an attribute or metric name: ``tests/meta/test_semconv.py`` checks that.
 """
 
 from __future__ import annotations

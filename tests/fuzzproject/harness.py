@@ -22,9 +22,11 @@ from typing import Any
 
 import msgpack
 
-from tests._otlp import OTLPReceiver, Span
-from tests._servers import DaphneWorker, running
 from tests.fuzzproject.consumers import BYTES_TAG, KINDS
+from tests.support.otlp import OTLPReceiver, Span
+from tests.support.redis_layer import redis_host
+from tests.support.servers import DaphneWorker, running
+from tests.support.sse import Event
 
 APP = "tests.fuzzproject.asgi:application"
 SETTINGS = "tests.fuzzproject.settings"
@@ -37,7 +39,7 @@ SEND_AFTER_RESET = "autobahn.exception.Disconnected: Attempt to send on a closed
 
 
 def hosts_json(url: str) -> str:
-    return json.dumps([{"address": url, "socket_timeout": 30, "max_connections": 2000}])
+    return json.dumps([redis_host(url)])
 
 
 class FuzzWorkers:
@@ -107,7 +109,7 @@ def error_spans(spans: list[Span], allowed: tuple[str, ...] = (BAD_CARRIER,)) ->
 
 def tracebacks(logs: dict[str, str]) -> dict[str, list[str]]:
     """The last line of each traceback per worker (empty lists: none)."""
-    from tests._reliability import exceptions_in
+    from tests.support.reliability import exceptions_in
 
     return {name: exceptions_in(log) for name, log in logs.items()}
 
@@ -119,7 +121,7 @@ def redis_layer(redis_url: str, prefix: str, **config: Any) -> Any:
     from channels_redis.core import RedisChannelLayer
 
     return RedisChannelLayer(
-        hosts=[{"address": redis_url, "socket_timeout": 30, "max_connections": 200}],
+        hosts=[redis_host(redis_url, max_connections=200)],
         prefix=prefix, **config)
 
 
@@ -220,19 +222,12 @@ class WSClient:
 
 
 @dataclass
-class SSEEvent:
-    event: str
-    id: str
-    data: str
-
-
-@dataclass
 class SSEClient:
     """An event stream read with httpx and the library's spec parser."""
 
     worker: DaphneWorker
     path: str
-    events: list[SSEEvent] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     ended: bool = False
     error: str | None = None
     position: str | None = None
@@ -264,7 +259,7 @@ class SSEClient:
         return self
 
     def _keep(self, event: Any) -> None:
-        self.events.append(SSEEvent(event.type, event.last_event_id, event.data))
+        self.events.append(event)
 
     async def _read(self, chunks: Any) -> None:
         try:
@@ -275,7 +270,7 @@ class SSEClient:
             self.error = f"{type(exc).__name__}: {exc}"
         self.ended = True
 
-    def fuzz_events(self, fuzz_id: str) -> list[SSEEvent]:
+    def fuzz_events(self, fuzz_id: str) -> list[Event]:
         found = []
         for event in self.events:
             if event.event != MESSAGE_TYPE:

@@ -37,7 +37,7 @@ from tests.project.consumers import (  # noqa: E402
     PlainBaggageConsumer,
 )
 
-websocket_routes += [  # baggage and close codes (tests/test_baggage*.py, test_servers_*.py)
+websocket_routes += [  # baggage, close codes (tests/multiprocess/test_baggage*.py, test_servers_*)
     path("ws/baggage/<str:room>/", BaggageChatConsumer.as_asgi()),
     path("ws/baggage-plain/<str:room>/", PlainBaggageConsumer.as_asgi()),
     path("ws/close/<str:room>/", CloseConsumer.as_asgi()),

@@ -1,6 +1,6 @@
 """The test project's ASGI application with the ``gc.freeze()`` recipe of docs/performance.md.
 
-``tests/test_gc_freeze.py`` runs it under daphne and checks that the lines
+``tests/multiprocess/test_gc_freeze.py`` runs it under daphne and checks that the lines
 below the application import are the documented recipe, verbatim.
 """
 

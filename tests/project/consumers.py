@@ -67,7 +67,7 @@ class FlakyConsumer(ChatConsumer):
         await self.send_json(event)
 
 
-# -- Baggage and close codes (tests/test_baggage*.py, tests/test_servers_*.py) ------------------
+# -- Baggage and close codes (tests/multiprocess/test_baggage*.py, test_servers_*.py) --------
 
 from opentelemetry import baggage as otel_baggage  # noqa: E402
 from opentelemetry import context as otel_context  # noqa: E402

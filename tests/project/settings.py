@@ -32,7 +32,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 OTEL_CHANNELS = json.loads(os.environ.get("OTEL_CHANNELS_JSON", "{}"))
 
-# -- More channel layers (tests/test_layers_*.py): every layer Channels works with. ------------
+# -- More channel layers (tests/multiprocess/test_layers_*.py): every layer Channels works with. ---
 # ``CHANNEL_BACKEND`` also takes ``postgres`` (POSTGRES_URL), ``rabbitmq`` (RABBITMQ_URL),
 # ``nats`` (NATS_URL), ``valkey-pubsub`` (channels-valkey's pub/sub layer on REDIS_URL) and
 # ``valkey`` (channels-valkey's core layer on VALKEY_URL, a valkey-server the tests start).

@@ -9,5 +9,5 @@ urlpatterns = [
     path("broadcast/<str:room>/", views.broadcast),
     path("broadcast-event/<str:room>/", views.broadcast_event),
     path("events/<str:room>/", RoomEvents.as_view()),
-    path("_browser/<str:name>", browser.serve),  # tests/test_browser_*.py
+    path("_browser/<str:name>", browser.serve),  # tests/browser/test_browser_*.py
 ]
