@@ -1,4 +1,5 @@
-"""What a worker pays: CPU per delivery, each round paired with plain Channels' (fanout.py).
+"""What a worker pays: CPU per delivery, each round paired with plain Channels'
+(``python -m benchmarks.fanout``).
 
 Absolute throughput and CPU swing by ±25 % between rounds on a shared machine,
 so a variant is judged by the ratio of its worker CPU per delivery to plain's

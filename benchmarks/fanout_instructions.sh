@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Instructions per delivery under callgrind for the in-process fan-out: `fanout.py
-# --_inproc-child VARIANT` drives N consumers of one group through their ASGI interface in one
-# process, on an in-process layer that delivers as channels-redis does (LAYER=redislike, the
-# default: msgpack once per send, one shared dict per worker, see _fanout_app/layers.py) or on
+# Instructions per delivery under callgrind for the in-process fan-out:
+# `python -m benchmarks.fanout.instructions VARIANT` (benchmarks/fanout/instructions.py) drives
+# N consumers of one group through their ASGI interface in one process, on an in-process
+# layer that delivers as channels-redis does (LAYER=redislike, the default: msgpack once per
+# send, one shared dict per worker, see _fanout_app/layers.py) or on
 # Channels' InMemoryChannelLayer (LAYER=memory: a deepcopy and a task per member); LAYER=redis
 # runs channels-redis against the local Redis instead (counts then vary a little). No Redis
 # round trips whose timing would vary under valgrind, no daphne, no sockets: deterministic
@@ -11,7 +12,7 @@
 #   benchmarks/fanout_instructions.sh                    # the default variants, ~25 min
 #   VARIANTS="plain otel-default" N1=10 N2=50 M1=20 M2=60 benchmarks/fanout_instructions.sh
 #
-# Variants (see benchmarks/fanout.py): plain, otel-nosdk (no SDK), otel-unsampled (SDK, rate 0),
+# Variants (see benchmarks/fanout/): plain, otel-nosdk (no SDK), otel-unsampled (SDK, rate 0),
 # otel-budget0 (rate 1.0, every delivery past the budget), otel-default (rate 1.0, default
 # budget: 10 process spans per broadcast), otel-every (rate 1.0, a span per delivery), asgi-mw,
 # also otel-0.01.
@@ -38,7 +39,7 @@ for variant in $variants; do
             log="$out/$variant.$clients.$broadcasts.log"
             if ! FANOUT_LAYER="$layer" FANOUT_PREFIX="fanout-cg-$RANDOM:" \
                 valgrind --tool=callgrind --callgrind-out-file="$out/$variant.$clients.$broadcasts" \
-                .venv/bin/python benchmarks/fanout.py --_inproc-child "$variant" \
+                .venv/bin/python -m benchmarks.fanout.instructions "$variant" \
                 -n "$clients" -m "$broadcasts" --warmup 5 >/dev/null 2>"$log"; then
                 echo "$variant at N=$clients M=$broadcasts FAILED (log $log):" >&2
                 grep -v '^==' "$log" | tail -25 >&2

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -50,8 +51,9 @@ from django.http import HttpRequest, StreamingHttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 from django.views import View  # noqa: E402
 
+from benchmarks.fanout.common import proc_cpu  # noqa: E402
 from otel_channels.sse import EventStreamView  # noqa: E402
-from tests.support.redis_layer import CommandLog  # noqa: E402
+from tests.support.redis_layer import CommandLog, redis_layer_config  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 SECTION = "## SSE burst"
@@ -177,10 +179,21 @@ class Client:
             self.task.cancel()
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+@functools.cache
+def _install_runner_sdk() -> None:
+    """SDK providers in the runner, once, as the conftest import did: the runner's
+    ``group_send`` is traced, so its messages carry a trace context."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
 
 def rss_kib(pid: int) -> int:
@@ -216,7 +229,7 @@ async def run_scenario(kind: str, stock: bool, clients_n: int) -> dict[str, Any]
     BurstWorker = _burst_worker_class()  # noqa: N806
     from django.test import override_settings
 
-    from tests.support.redis_layer import redis_layer_config
+    _install_runner_sdk()
 
     prefix = f"sseburst{uuid.uuid4().hex[:10]}"
     room = "bench"
@@ -254,13 +267,13 @@ async def run_scenario(kind: str, stock: bool, clients_n: int) -> dict[str, Any]
             result["group_members_in_redis"] = admin.zcard(f"{prefix}:group:{group}")
 
             latencies = []
-            cpu_start = cpu_seconds(pid)
+            cpu_start = proc_cpu(pid)
             for n in range(5):
                 latency = await broadcast_round(clients, group, n)
                 latencies.append(latency)
                 await asyncio.sleep(0.2)  # let the worker go idle between rounds
             result["worker_cpu_ms_per_broadcast"] = round(
-                (cpu_seconds(pid) - cpu_start) * 1000 / 5, 1)
+                (proc_cpu(pid) - cpu_start) * 1000 / 5, 1)
             done = [x for x in latencies if x is not None]
             result["broadcasts_reaching_all"] = f"{len(done)}/5"
             result["latency_ms_median"] = (
@@ -311,22 +324,14 @@ async def run_scenario(kind: str, stock: bool, clients_n: int) -> dict[str, Any]
 
 
 def _burst_worker_class() -> Any:
-    from tests.support.servers import DaphneWorker, wait_for_port
+    from tests.support.servers import DaphneWorker
 
     class BurstWorker(DaphneWorker):
         """A DaphneWorker whose listen backlog takes a burst (Twisted's default is 50)."""
 
-        def start(self, timeout: float = 30.0) -> BurstWorker:
-            import subprocess
-
-            daphne = str(Path(sys.executable).parent / "daphne")
+        def command(self) -> list[str]:
             endpoint = f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096"
-            with self.log.open("wb") as out:
-                self.process = subprocess.Popen(
-                    [daphne, "-e", endpoint, self.app], cwd=ROOT, env=self.env, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True)
-            wait_for_port(self.port, timeout, self.process, self.log)
-            return self
+            return [str(Path(sys.executable).parent / "daphne"), "-e", endpoint, self.app]
 
     return BurstWorker
 

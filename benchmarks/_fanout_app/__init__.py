@@ -1,1 +1,1 @@
-"""The worker project of ``benchmarks/fanout.py`` (separate from ``tests.project``)."""
+"""The worker project of ``benchmarks/fanout/`` (separate from ``tests.project``)."""

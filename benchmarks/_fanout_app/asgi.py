@@ -58,5 +58,6 @@ if os.environ.get("FANOUT_GC_FREEZE") == "1":
     import gc
 
     # Move everything allocated at start-up out of the collector's reach, so a full
-    # collection scans only what the run allocates (``fanout.py --gc-freeze``).
+    # collection scans only what the run allocates
+    # (``python -m benchmarks.fanout --gc-freeze``).
     gc.freeze()

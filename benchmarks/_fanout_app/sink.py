@@ -1,4 +1,5 @@
-"""A local OTLP/HTTP receiver for ``fanout.py`` runs with the real exporter (a separate process).
+"""A local OTLP/HTTP receiver for ``python -m benchmarks.fanout`` runs with the real exporter
+(a separate process).
 
 ``python -m benchmarks._fanout_app.sink PORT`` listens on 127.0.0.1:PORT and
 accepts what the SDK's OTLP/HTTP exporters post: ``POST /v1/traces`` and
