@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
-from websockets.asyncio.client import connect
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.otlp import MetricPoint, OTLPReceiver, Span, one_span
 from tests.support.servers import DaphneWorker, two_workers
@@ -47,6 +48,26 @@ async def clients(a: DaphneWorker, b: DaphneWorker, room: str
         for name, url in urls.items():
             found[name] = WebSocketClient(name, await stack.enter_async_context(connect(url)))
         yield found
+
+
+@asynccontextmanager
+async def alternating(a: DaphneWorker, b: DaphneWorker, path: str, count: int
+                      ) -> AsyncIterator[list[ClientConnection]]:
+    """``count`` WebSocket clients of ``path``, alternating between the workers."""
+    async with AsyncExitStack() as stack:
+        found = []
+        for i in range(count):
+            worker = a if i % 2 == 0 else b
+            found.append(await stack.enter_async_context(
+                connect(f"{worker.ws_url}{path}", open_timeout=20)))
+        yield found
+
+
+async def broadcast(worker: DaphneWorker, room: str, text: str) -> None:
+    """A broadcast from the test project's HTTP view (a sync view: outside any trace)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{worker.url}/broadcast/{room}/", json={"text": text})
+    assert response.status_code == 202, response.text
 
 
 def latest(
