@@ -21,6 +21,18 @@ CHAT_ROUTE = "/ws/chat/<room>/"
 TEMPLATE = "room_{id}"
 
 
+def group_send_attributes(group: str) -> dict[str, Any]:
+    """All the attributes of the ``group_send`` span of a ``chat.message`` to ``group``."""
+    return {
+        "messaging.system": "channels",
+        "messaging.operation.name": "group_send",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": group,
+        "messaging.destination.template": TEMPLATE,
+        "channels.message.type": "chat.message",
+    }
+
+
 @contextmanager
 def cluster(
     redis_url: str, backend: str, extra_env: dict[str, str] | None = None,
@@ -106,14 +118,7 @@ def assert_fanout(spans: list[Span], producer: Span, group: str, a: DaphneWorker
                   b: DaphneWorker) -> None:
     """Four ``process`` spans, two per worker, children of and linked to ``producer``."""
     assert producer.kind == "PRODUCER"
-    assert producer.attributes == {
-        "messaging.system": "channels",
-        "messaging.operation.name": "group_send",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": group,
-        "messaging.destination.template": TEMPLATE,
-        "channels.message.type": "chat.message",
-    }
+    assert producer.attributes == group_send_attributes(group)
     processes = in_trace(spans, producer.trace_id, f"process {TEMPLATE}")
     assert sorted(s.service for s in processes) == ["worker-a", "worker-a", "worker-b", "worker-b"]
     pids = {worker.name: worker.process.pid for worker in (a, b) if worker.process}
