@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.reliability import TIMEOUTS, ChatClient, Cluster, EventSourceClient
+from tests.support.reliability.clients import close_all, room_clients
 from tests.support.sentinel import SentinelSetup
 
 #: A broadcast accepted this long before a client's close (or a failover) may have been
@@ -164,14 +165,7 @@ async def failover_run(sentinel: SentinelSetup, cluster: Cluster, room: str,
                        before: float = 2.0, tail: float = 3.0,
                        recovery_timeout: float = 40.0) -> FailoverRun:
     stop_clients, stop_sending = asyncio.Event(), asyncio.Event()
-    chat: list[ChatClient] = []
-    sse: list[EventSourceClient] = []
-    for worker in cluster.workers:
-        short = worker.name.rsplit("-", 1)[-1]
-        chat += [ChatClient(f"{short}-ws{i}", f"{worker.ws_url}/ws/chat/{room}/")
-                 for i in range(chat_per_worker)]
-        sse += [EventSourceClient(f"{short}-sse{i}", worker.port, f"/events/{room}/")
-                for i in range(sse_per_worker)]
+    chat, sse = room_clients(cluster.workers, room, chat_per_worker, sse_per_worker)
     tasks = [asyncio.create_task(c.run(stop_clients)) for c in [*chat, *sse]]
     sent: list[Broadcast] = []
     sender: asyncio.Task[None] | None = None
@@ -198,7 +192,4 @@ async def failover_run(sentinel: SentinelSetup, cluster: Cluster, room: str,
         stop_clients.set()
         if sender is not None and not sender.done():
             sender.cancel()
-        await asyncio.gather(*(c.close() for c in [*chat, *sse]), return_exceptions=True)
-        await asyncio.wait(tasks, timeout=10)
-        for task in tasks:
-            task.cancel()
+        await close_all([*chat, *sse], tasks)
