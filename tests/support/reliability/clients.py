@@ -21,6 +21,16 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def until(condition: Any, timeout: float, what: str) -> None:
+    """Return once ``condition()`` holds (polled every 50 ms); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
 class ChatClient:
     """A chat page's WebSocket: on close it reconnects after 0.2 s, doubling to 2 s.
 
