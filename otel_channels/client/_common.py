@@ -20,12 +20,11 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 
 from .. import __version__
 from ..telemetry import semconv as sc
+from ..telemetry.instruments import DURATION_BUCKETS, SIZE_BUCKETS
 from ..telemetry.names import redact_query
 
 #: A context without any span: the parent of spans that start a new trace.
 EMPTY = otel_context.Context()
-_DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 86400)
-_SIZE_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 # The server's rule (RFC 6455 7.4.1): 1000 normal, 1001 going away, 1005 no status sent.
 
 
@@ -39,7 +38,7 @@ class ClientTelemetry:
         self.connection_duration = meter.create_histogram(
             sc.M_CLIENT_CONNECTION_DURATION, unit="s",
             description="Duration of client connections.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.websocket_messages = meter.create_counter(
             sc.M_CLIENT_WEBSOCKET_MESSAGES, unit="{message}",
@@ -48,7 +47,7 @@ class ClientTelemetry:
         self.websocket_message_size = meter.create_histogram(
             sc.M_CLIENT_WEBSOCKET_MESSAGE_SIZE, unit="By",
             description="Size of client WebSocket messages.",
-            explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
+            explicit_bucket_boundaries_advisory=SIZE_BUCKETS,
         )
         self.sse_events = meter.create_counter(
             sc.M_CLIENT_SSE_EVENTS, unit="{event}",

@@ -31,8 +31,10 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
     0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )
-_DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 86400)
-_SIZE_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+#: Bucket boundaries (s) of connection durations, the clients' too.
+DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 86400)
+#: Bucket boundaries (bytes) of message sizes, the clients' too.
+SIZE_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 
 
 class LocalCounter:
@@ -96,7 +98,7 @@ class Telemetry:
         self.connection_duration = meter.create_histogram(
             sc.M_CONNECTION_DURATION, unit="s",
             description="Duration of accepted WebSocket / SSE connections.",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.websocket_messages = LocalCounter(
             meter, sc.M_WEBSOCKET_MESSAGES, "{message}", "WebSocket frames received and sent.",
@@ -104,7 +106,7 @@ class Telemetry:
         self.websocket_message_size = meter.create_histogram(
             sc.M_WEBSOCKET_MESSAGE_SIZE, unit="By",
             description="Size of WebSocket frames.",
-            explicit_bucket_boundaries_advisory=_SIZE_BUCKETS,
+            explicit_bucket_boundaries_advisory=SIZE_BUCKETS,
         )
         self.sent_messages = LocalCounter(
             meter, sc.M_SENT_MESSAGES, "{message}",

@@ -13,42 +13,22 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.browser import browser  # noqa: F401
 from tests.support.example import example_worker, migrate, running
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.multiprocess, pytest.mark.redis,
               pytest.mark.timeout(240)]
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "trace-view.png"
 TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("REQUIRE_BROWSER"):
-            pytest.fail(f"REQUIRE_BROWSER is set but {CHROMIUM} does not exist")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _free(port: int) -> bool:
@@ -112,7 +92,7 @@ def send(page: Any, text: str, via: str = "websocket") -> None:
 
 
 def test_chat_across_two_workers_follower_and_trace_view(
-    browser: Any, redis_url: str, tmp_path: Path
+    browser: Any, redis_url: str, tmp_path: Path,  # noqa: F811
 ) -> None:
     database = migrate(tmp_path / "chat.sqlite3")
     a_port, b_port = two_ports()
@@ -243,7 +223,7 @@ def test_chat_across_two_workers_follower_and_trace_view(
 
 
 def test_trace_view_on_a_phone_shows_the_kind_legend_and_earlier_spans(
-    browser: Any, redis_url: str, tmp_path: Path
+    browser: Any, redis_url: str, tmp_path: Path,  # noqa: F811
 ) -> None:
     """375 px wide, opened after a message was posted on the other worker: the span-kind
     legend is on screen and the waterfall starts with that message's trace (replayed)."""

@@ -11,7 +11,6 @@ member) still give every member its own carrier-less dict.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from django.urls import path
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 from otel_channels.telemetry import carrier as _carrier
 from tests.support.telemetry import Spans
+from tests.support.websocket import connected
 
 SHARING = {"default": {"BACKEND": "benchmarks._fanout_app.layers.RedisLikeMemoryLayer"}}
 COPYING = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -69,15 +69,9 @@ APP = URLRouter([path("traced/<str:group>/", Traced.as_asgi()),
 @asynccontextmanager
 async def members(kind: str, count: int) -> AsyncIterator[tuple[str, list[WebsocketCommunicator]]]:
     group = f"copies_{uuid.uuid4().hex[:12]}"
-    comms = [WebsocketCommunicator(APP, f"/{kind}/{group}/") for _ in range(count)]
-    for comm in comms:
-        assert (await comm.connect())[0]
-    try:
+    async with connected([WebsocketCommunicator(APP, f"/{kind}/{group}/")
+                          for _ in range(count)]) as comms:
         yield group, comms
-    finally:
-        for comm in comms:
-            with contextlib.suppress(Exception):
-                await comm.disconnect()
 
 
 async def fan_out(kind: str, count: int, broadcasts: int = 2) -> list[dict[str, Any]]:

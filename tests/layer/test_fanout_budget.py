@@ -11,7 +11,6 @@ budget still gets its span, after the fact, with real times.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_channels.consumers import TracedAsyncJsonWebsocketConsumer
 from otel_channels.delivery import fanout as _fanout
 from tests.support.telemetry import Metrics, Spans
+from tests.support.websocket import connected
 
 TEMPLATE = "fan_{id}"
 PROCESS = f"process {TEMPLATE}"
@@ -65,15 +65,9 @@ APP = URLRouter([path("fan/<str:group>/<int:index>/", Member.as_asgi())])
 @asynccontextmanager
 async def members(count: int) -> AsyncIterator[tuple[str, list[WebsocketCommunicator]]]:
     group = f"fan_{uuid.uuid4().int % 10**12}"
-    comms = [WebsocketCommunicator(APP, f"/fan/{group}/{i}/") for i in range(count)]
-    for comm in comms:
-        assert (await comm.connect())[0]
-    try:
+    async with connected([WebsocketCommunicator(APP, f"/fan/{group}/{i}/")
+                          for i in range(count)]) as comms:
         yield group, comms
-    finally:
-        for comm in comms:
-            with contextlib.suppress(Exception):  # a member the test made raise is gone
-                await comm.disconnect()
 
 
 async def broadcast(group: str, **fields: Any) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -34,6 +33,7 @@ from otel_channels.telemetry import semconv as sc
 from otel_channels.testing import EventStreamCommunicator
 from tests.support.redis_layer import redis_layer_config
 from tests.support.reliability import RedisServer, require_redis_server
+from tests.support.reliability.clients import until
 
 PUBSUB = "channels_redis.pubsub.RedisPubSubChannelLayer"
 #: channels-redis's pub/sub layer on valkey-py: it talks to Redis as well.
@@ -68,15 +68,6 @@ class SyncRoomConsumer(TracedJsonWebsocketConsumer):
         self.send_json({"text": event["text"]})
 
 
-async def _until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 async def _restart_and_resubscribe(redis: RedisServer, metric_reader: Any) -> float:
     """Kill Redis, start it again, wait for the lost-subscription count; returns it."""
     redis.kill()
@@ -88,7 +79,7 @@ async def _restart_and_resubscribe(redis: RedisServer, metric_reader: Any) -> fl
         counted.append(metric_reader.sum(sc.M_SUBSCRIPTIONS_LOST))
         return sum(counted) > 0
 
-    await _until(lost, 30, "channels.layer.subscription.lost counted")
+    await until(lost, 30, "channels.layer.subscription.lost counted")
     return sum(counted)
 
 

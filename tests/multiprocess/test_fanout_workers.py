@@ -11,39 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.otlp import Span, wait_spans
-from tests.support.servers import DaphneWorker, two_workers
+from tests.support.servers import two_workers
+from tests.support.workers import alternating, broadcast
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.redis, pytest.mark.timeout(120)]
 
 TEMPLATE = "room_{id}"
 CLIENTS = 100
-
-
-@asynccontextmanager
-async def sockets(a: DaphneWorker, b: DaphneWorker, route: str, room: str
-                  ) -> AsyncIterator[list[ClientConnection]]:
-    """CLIENTS WebSocket clients in ``room``, alternating between the workers."""
-    async with AsyncExitStack() as stack:
-        found = []
-        for i in range(CLIENTS):
-            worker = a if i % 2 == 0 else b
-            found.append(await stack.enter_async_context(
-                connect(f"{worker.ws_url}/ws/{route}/{room}/", open_timeout=20)))
-        yield found
-
-
-async def post(worker: DaphneWorker, room: str, text: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(f"{worker.url}/broadcast/{room}/", json={"text": text})
-    assert response.status_code == 202, response.text
 
 
 def in_trace(spans: list[Span], trace_id: str, prefix: str) -> list[Span]:
@@ -54,9 +32,9 @@ async def test_spans_per_broadcast_stay_within_workers_times_budget(redis_url: s
     room = str(random.randrange(10**9, 10**10))
     env = {"OTEL_CHANNELS_JSON": json.dumps({"MAX_PROCESS_SPANS_PER_BROADCAST": 10})}
     with two_workers(redis_url, "redis", "otelbudget", env) as (receiver, a, b):
-        async with sockets(a, b, "chat", room) as clients:
+        async with alternating(a, b, f"/ws/chat/{room}/", CLIENTS) as clients:
             for n in range(3):
-                await post(a if n % 2 == 0 else b, room, f"m{n}")
+                await broadcast(a if n % 2 == 0 else b, room, f"m{n}")
                 for ws in clients:
                     raw = await asyncio.wait_for(ws.recv(), 10)
                     assert json.loads(raw) == {"type": "chat.message", "text": f"m{n}",
@@ -86,8 +64,8 @@ async def test_every_failing_delivery_is_an_error_span(redis_url: str, budget: i
     room = str(random.randrange(10**9, 10**10))
     env = {"OTEL_CHANNELS_JSON": json.dumps({"MAX_PROCESS_SPANS_PER_BROADCAST": budget})}
     with two_workers(redis_url, "redis", "otelflaky", env, tracebacks=True) as (receiver, a, b):
-        async with sockets(a, b, "flaky", room) as clients:
-            await post(a, room, "once")
+        async with alternating(a, b, f"/ws/flaky/{room}/", CLIENTS) as clients:
+            await broadcast(a, room, "once")
             replies = await asyncio.gather(*(asyncio.wait_for(ws.recv(), 10) for ws in clients),
                                            return_exceptions=True)
             closed = [r for r in replies if isinstance(r, Exception)]

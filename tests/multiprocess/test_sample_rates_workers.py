@@ -15,42 +15,20 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from otel_channels.telemetry.sampling import keep_trace
 from tests.support.otlp import OTLPReceiver, Span, wait_spans
-from tests.support.servers import DaphneWorker, two_workers
+from tests.support.servers import two_workers
+from tests.support.workers import alternating, broadcast
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.redis, pytest.mark.timeout(120)]
 
 TEMPLATE = "room_{id}"
 CLIENTS = 20
 FROM_HTTP = FROM_FRAMES = 10
-
-
-@asynccontextmanager
-async def sockets(a: DaphneWorker, b: DaphneWorker, room: str
-                  ) -> AsyncIterator[list[ClientConnection]]:
-    """CLIENTS WebSocket clients of ``/ws/chat/<room>/``, alternating between the workers."""
-    async with AsyncExitStack() as stack:
-        found = []
-        for i in range(CLIENTS):
-            worker = a if i % 2 == 0 else b
-            found.append(await stack.enter_async_context(
-                connect(f"{worker.ws_url}/ws/chat/{room}/", open_timeout=20)))
-        yield found
-
-
-async def post(worker: DaphneWorker, room: str, text: str) -> None:
-    """A broadcast from the test project's HTTP view (a sync view: outside any trace)."""
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(f"{worker.url}/broadcast/{room}/", json={"text": text})
-    assert response.status_code == 202, response.text
 
 
 def consumed(receiver: OTLPReceiver, service: str) -> float:
@@ -76,11 +54,11 @@ async def test_group_at_half_every_worker_follows_the_producer(redis_url: str) -
         "SAMPLE_RATES": {"groups": {TEMPLATE: 0.5}},
     })}
     with two_workers(redis_url, "redis", "otelrates", env) as (receiver, a, b):
-        async with sockets(a, b, room) as clients:
+        async with alternating(a, b, f"/ws/chat/{room}/", CLIENTS) as clients:
             for n in range(FROM_HTTP + FROM_FRAMES):
                 text = f"m{n}"
                 if n < FROM_HTTP:
-                    await post(a if n % 2 == 0 else b, room, text)
+                    await broadcast(a if n % 2 == 0 else b, room, text)
                 else:
                     await clients[n % CLIENTS].send(json.dumps({"text": text}))
                 for ws in clients:
@@ -124,7 +102,7 @@ async def test_group_at_zero_no_trace_anywhere(redis_url: str) -> None:
     with two_workers(redis_url, "redis", "otelrates0", env) as (receiver, a, b):
         async with connect(f"{a.ws_url}/ws/chat/{room}/", open_timeout=20) as first, \
                 connect(f"{b.ws_url}/ws/chat/{room}/", open_timeout=20) as second:
-            await post(a, room, "http")
+            await broadcast(a, room, "http")
             await first.send(json.dumps({"text": "frame"}))
             for ws in (first, second):
                 for text in ("http", "frame"):

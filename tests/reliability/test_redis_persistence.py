@@ -47,6 +47,7 @@ from tests.support.reliability import (
     group_members,
     require_redis_server,
 )
+from tests.support.reliability.clients import all_connected, close_all, room_clients
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -132,23 +133,12 @@ async def restart_run(redis: RedisServer, cluster: Cluster, room: str, chat_per_
     """Like ``redis_fault_run``, but a client is *back* once it receives a broadcast sent
     after the restart (an SSE stream that replays is never reset nor reconnected)."""
     stop_clients, stop_sending = asyncio.Event(), asyncio.Event()
-    chat, sse = [], []
-    for worker in cluster.workers:
-        short = worker.name.rsplit("-", 1)[-1]
-        chat += [ChatClient(f"{short}-ws{i}", f"{worker.ws_url}/ws/chat/{room}/")
-                 for i in range(chat_per_worker)]
-        sse += [EventSourceClient(f"{short}-sse{i}", worker.port, f"/events/{room}/")
-                for i in range(sse_per_worker)]
+    chat, sse = room_clients(cluster.workers, room, chat_per_worker, sse_per_worker)
     clients = [*chat, *sse]
     tasks = [asyncio.create_task(c.run(stop_clients)) for c in clients]
     run = RestartRun(chat, sse, [])
     try:
-        for _ in range(200):  # everyone connected (bounded: 10 s)
-            if all(c.connects for c in chat) and all(c.stream and c.stream.last_id for c in sse):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"clients did not connect: {[c.failures for c in clients]}")
+        await all_connected(chat, sse)
         urls = {w.name: w.url for w in cluster.workers}
         sender = asyncio.create_task(broadcaster(urls, room, stop_sending, run.sent, interval))
         await asyncio.sleep(before)
@@ -188,10 +178,7 @@ async def restart_run(redis: RedisServer, cluster: Cluster, room: str, chat_per_
     finally:
         stop_sending.set()
         stop_clients.set()
-        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-        await asyncio.wait(tasks, timeout=10)
-        for task in tasks:
-            task.cancel()
+        await close_all(clients, tasks)
 
 
 async def settled_members(redis: RedisServer, prefix: str, timeout: float = 15.0

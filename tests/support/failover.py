@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.reliability import TIMEOUTS, ChatClient, Cluster, EventSourceClient
+from tests.support.reliability.clients import close_all, room_clients, until
 from tests.support.sentinel import SentinelSetup
 
 #: A broadcast accepted this long before a client's close (or a failover) may have been
@@ -150,42 +151,26 @@ async def _producer(urls: list[str], room: str, stop: asyncio.Event, sent: list[
                 await asyncio.wait_for(stop.wait(), interval)
 
 
-async def _until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 async def failover_run(sentinel: SentinelSetup, cluster: Cluster, room: str,
                        chat_per_worker: int = 3, sse_per_worker: int = 2,
                        before: float = 2.0, tail: float = 3.0,
                        recovery_timeout: float = 40.0) -> FailoverRun:
     stop_clients, stop_sending = asyncio.Event(), asyncio.Event()
-    chat: list[ChatClient] = []
-    sse: list[EventSourceClient] = []
-    for worker in cluster.workers:
-        short = worker.name.rsplit("-", 1)[-1]
-        chat += [ChatClient(f"{short}-ws{i}", f"{worker.ws_url}/ws/chat/{room}/")
-                 for i in range(chat_per_worker)]
-        sse += [EventSourceClient(f"{short}-sse{i}", worker.port, f"/events/{room}/")
-                for i in range(sse_per_worker)]
+    chat, sse = room_clients(cluster.workers, room, chat_per_worker, sse_per_worker)
     tasks = [asyncio.create_task(c.run(stop_clients)) for c in [*chat, *sse]]
     sent: list[Broadcast] = []
     sender: asyncio.Task[None] | None = None
     try:
-        await _until(lambda: all(c.connects for c in [*chat, *sse]), 20, "clients connected")
+        await until(lambda: all(c.connects for c in [*chat, *sse]), 20, "clients connected")
         sender = asyncio.create_task(
             _producer([w.url for w in cluster.workers], room, stop_sending, sent))
-        await _until(lambda: all(c.texts for c in [*chat, *sse]), 20, "first broadcasts")
+        await until(lambda: all(c.texts for c in [*chat, *sse]), 20, "first broadcasts")
         await asyncio.sleep(before)
         run = FailoverRun(chat, sse, sent, time.monotonic())
         old = await asyncio.to_thread(sentinel.kill_master)
         await asyncio.to_thread(sentinel.wait_failover, old, recovery_timeout)
         run.t_promoted = time.monotonic()
-        await _until(lambda: all(run.back_at(c) < float("inf") for c in [*chat, *sse]),
+        await until(lambda: all(run.back_at(c) < float("inf") for c in [*chat, *sse]),
                      recovery_timeout, "every client receiving again")
         run.t_back = max(run.back_at(c) for c in [*chat, *sse])
         await asyncio.sleep(tail)
@@ -198,7 +183,4 @@ async def failover_run(sentinel: SentinelSetup, cluster: Cluster, room: str,
         stop_clients.set()
         if sender is not None and not sender.done():
             sender.cancel()
-        await asyncio.gather(*(c.close() for c in [*chat, *sse]), return_exceptions=True)
-        await asyncio.wait(tasks, timeout=10)
-        for task in tasks:
-            task.cancel()
+        await close_all([*chat, *sse], tasks)

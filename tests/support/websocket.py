@@ -5,14 +5,18 @@ it received, so a test can check that no trace carrier reached a client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-__all__ = ["CARRIER_KEYS", "WebSocketClient", "open_clients"]
+if TYPE_CHECKING:
+    from channels.testing import WebsocketCommunicator
+
+__all__ = ["CARRIER_KEYS", "WebSocketClient", "connected", "open_clients"]
 
 CARRIER_KEYS = ("_otel", "traceparent")
 
@@ -65,3 +69,17 @@ async def open_clients(urls: dict[str, str], headers: dict[str, str] | None = No
             found[name] = WebSocketClient(name, ws)
         await asyncio.sleep(settle_time)
         yield found
+
+
+@asynccontextmanager
+async def connected(comms: list[WebsocketCommunicator]
+                    ) -> AsyncIterator[list[WebsocketCommunicator]]:
+    """In-process communicators, each connected (asserted), all disconnected on exit."""
+    for comm in comms:
+        assert (await comm.connect())[0]
+    try:
+        yield comms
+    finally:
+        for comm in comms:
+            with contextlib.suppress(Exception):  # a member the test made raise is gone
+                await comm.disconnect()

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
-from websockets.asyncio.client import connect
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.otlp import MetricPoint, OTLPReceiver, Span, one_span
 from tests.support.servers import DaphneWorker, two_workers
@@ -18,6 +19,18 @@ from tests.support.websocket import WebSocketClient
 
 CHAT_ROUTE = "/ws/chat/<room>/"
 TEMPLATE = "room_{id}"
+
+
+def group_send_attributes(group: str) -> dict[str, Any]:
+    """All the attributes of the ``group_send`` span of a ``chat.message`` to ``group``."""
+    return {
+        "messaging.system": "channels",
+        "messaging.operation.name": "group_send",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": group,
+        "messaging.destination.template": TEMPLATE,
+        "channels.message.type": "chat.message",
+    }
 
 
 @contextmanager
@@ -47,6 +60,26 @@ async def clients(a: DaphneWorker, b: DaphneWorker, room: str
         for name, url in urls.items():
             found[name] = WebSocketClient(name, await stack.enter_async_context(connect(url)))
         yield found
+
+
+@asynccontextmanager
+async def alternating(a: DaphneWorker, b: DaphneWorker, path: str, count: int
+                      ) -> AsyncIterator[list[ClientConnection]]:
+    """``count`` WebSocket clients of ``path``, alternating between the workers."""
+    async with AsyncExitStack() as stack:
+        found = []
+        for i in range(count):
+            worker = a if i % 2 == 0 else b
+            found.append(await stack.enter_async_context(
+                connect(f"{worker.ws_url}{path}", open_timeout=20)))
+        yield found
+
+
+async def broadcast(worker: DaphneWorker, room: str, text: str) -> None:
+    """A broadcast from the test project's HTTP view (a sync view: outside any trace)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{worker.url}/broadcast/{room}/", json={"text": text})
+    assert response.status_code == 202, response.text
 
 
 def latest(
@@ -85,14 +118,7 @@ def assert_fanout(spans: list[Span], producer: Span, group: str, a: DaphneWorker
                   b: DaphneWorker) -> None:
     """Four ``process`` spans, two per worker, children of and linked to ``producer``."""
     assert producer.kind == "PRODUCER"
-    assert producer.attributes == {
-        "messaging.system": "channels",
-        "messaging.operation.name": "group_send",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": group,
-        "messaging.destination.template": TEMPLATE,
-        "channels.message.type": "chat.message",
-    }
+    assert producer.attributes == group_send_attributes(group)
     processes = in_trace(spans, producer.trace_id, f"process {TEMPLATE}")
     assert sorted(s.service for s in processes) == ["worker-a", "worker-a", "worker-b", "worker-b"]
     pids = {worker.name: worker.process.pid for worker in (a, b) if worker.process}

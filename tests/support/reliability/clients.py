@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.reliability.cluster import TIMEOUTS
+from tests.support.reliability.cluster import TIMEOUTS, Worker
 from tests.support.sse import Event, RawEventStream
 
 # -- browser-like clients that reconnect -----------------------------------------------
@@ -19,6 +19,16 @@ from tests.support.sse import Event, RawEventStream
 async def pause(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(*TIMEOUTS):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def until(condition: Any, timeout: float, what: str) -> None:
+    """Return once ``condition()`` holds (polled every 50 ms); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 class ChatClient:
@@ -197,3 +207,34 @@ async def broadcaster(urls: dict[str, str], room: str, stop: asyncio.Event, sent
             await pause(stop, interval)
 
 
+def room_clients(workers: list[Worker], room: str, chat_per_worker: int, sse_per_worker: int
+                 ) -> tuple[list[ChatClient], list[EventSourceClient]]:
+    """Chat and SSE clients of ``room`` on every worker, named ``<a|b>-ws<i>``, ``<a|b>-sse<i>``."""
+    chat: list[ChatClient] = []
+    sse: list[EventSourceClient] = []
+    for worker in workers:
+        short = worker.name.rsplit("-", 1)[-1]
+        chat += [ChatClient(f"{short}-ws{i}", f"{worker.ws_url}/ws/chat/{room}/")
+                 for i in range(chat_per_worker)]
+        sse += [EventSourceClient(f"{short}-sse{i}", worker.port, f"/events/{room}/")
+                for i in range(sse_per_worker)]
+    return chat, sse
+
+
+async def all_connected(chat: list[ChatClient], sse: list[EventSourceClient]) -> None:
+    """Every chat client connected and every stream past its first event (bounded: 10 s)."""
+    for _ in range(200):
+        if all(c.connects for c in chat) and all(c.stream and c.stream.last_id for c in sse):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("clients did not connect: "
+                         f"{[(c.name, c.failures) for c in [*chat, *sse]]}")
+
+
+async def close_all(clients: list[ChatClient | EventSourceClient],
+                    tasks: list[asyncio.Task[None]]) -> None:
+    """Close the clients, then end their tasks (bounded: 10 s)."""
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    await asyncio.wait(tasks, timeout=10)
+    for task in tasks:
+        task.cancel()

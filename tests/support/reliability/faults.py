@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.support.otlp import OTLPReceiver
-from tests.support.reliability.clients import ChatClient, EventSourceClient, Sent, broadcaster
+from tests.support.reliability.clients import (
+    ChatClient,
+    EventSourceClient,
+    Sent,
+    all_connected,
+    broadcaster,
+    close_all,
+    room_clients,
+)
 from tests.support.reliability.cluster import Cluster
 from tests.support.reliability.receiver_metrics import sum_metric
 from tests.support.reliability.redis_server import RedisServer
@@ -86,13 +94,7 @@ async def redis_fault_run(redis: RedisServer, receiver: OTLPReceiver, cluster: C
     for a second and reconnects with ``Last-Event-ID`` (replay from the new log).
     """
     stop_clients, stop_sending = asyncio.Event(), asyncio.Event()
-    chat, sse = [], []
-    for worker in cluster.workers:
-        short = worker.name.rsplit("-", 1)[-1]
-        chat += [ChatClient(f"{short}-ws{i}", f"{worker.ws_url}/ws/chat/{room}/")
-                 for i in range(chat_per_worker)]
-        sse += [EventSourceClient(f"{short}-sse{i}", worker.port, f"/events/{room}/")
-                for i in range(sse_per_worker)]
+    chat, sse = room_clients(cluster.workers, room, chat_per_worker, sse_per_worker)
     tasks = [asyncio.create_task(c.run(stop_clients)) for c in [*chat, *sse]]
     died: list[str] = []
 
@@ -104,13 +106,7 @@ async def redis_fault_run(redis: RedisServer, receiver: OTLPReceiver, cluster: C
 
     sent: list[Sent] = []
     try:
-        for _ in range(200):  # everyone connected (bounded: 10 s)
-            if all(c.connects for c in chat) and all(c.stream and c.stream.last_id for c in sse):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("clients did not connect: "
-                                 f"{[(c.name, c.failures) for c in [*chat, *sse]]}")
+        await all_connected(chat, sse)
         urls = {w.name: w.url for w in cluster.workers}
         sender = asyncio.create_task(
             broadcaster(urls, room, stop_sending, sent, interval, on_tick=watch))
@@ -163,9 +159,6 @@ async def redis_fault_run(redis: RedisServer, receiver: OTLPReceiver, cluster: C
     finally:
         stop_sending.set()
         stop_clients.set()
-        await asyncio.gather(*(c.close() for c in [*chat, *sse]), return_exceptions=True)
-        await asyncio.wait(tasks, timeout=10)
-        for task in tasks:
-            task.cancel()
+        await close_all([*chat, *sse], tasks)
 
 
