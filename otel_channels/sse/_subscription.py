@@ -54,13 +54,21 @@ class GroupSubscription:
         #: Carrier-less messages seen: fingerprint -> (times, first seen), see message_key.
         self.repeats: dict[str, tuple[int, float]] = {}
 
-    def message_key(self, carrier: dict[str, Any], raw: dict[str, Any]) -> str:
+    def message_key(self, carrier: dict[str, Any], raw: dict[str, Any]) -> str | None:
         """What every hub calls this message when it numbers it in the shared log.
 
         The carrier's unique id and a digest of the message, and how many times
         this hub saw that pair within FINGERPRINT_TTL: two different messages never
         share a key (even with a reused or forged id, or none: a producer without
         otel_channels), and a message sent twice is two events on every worker.
+
+        None when this hub already received this very message (the same carrier id
+        and digest): a redelivery. channels-redis delivers at least once: a message
+        popped just before Redis died stays in its ``$inflight`` backup queue (an AOF
+        keeps it) and comes again after the restart; its first receipt went out,
+        numbered or, the log being down, without an id. Numbering it again would log
+        it a second time and every stream would show it twice. Equal messages without
+        a carrier id (an uninstrumented producer) cannot be told apart: still counted.
         """
         message_id = carrier.get("id")
         digest = fingerprint(raw)
@@ -73,6 +81,8 @@ class GroupSubscription:
         times, first = self.repeats.get(digest, (0, now))
         if now - first >= FINGERPRINT_TTL:
             times, first = 0, now
+        if times and isinstance(message_id, str):
+            return None
         self.repeats[digest] = (times + 1, first)
         return f"{digest}:{times + 1}"
 
@@ -115,10 +125,12 @@ class GroupSubscription:
                 return envelopes
         # A plain group_send (or a carried id the log does not back): the first hub to
         # see it numbers it for all.
+        key = self.message_key(carrier, raw)
+        if key is None:
+            return []  # the layer's redelivery of a message this hub fanned out already
         producer = carrier.get("traceparent")
         event_id, prev = await log.append(
-            group, message, producer if isinstance(producer, str) else None,
-            fingerprint=self.message_key(carrier, raw),
+            group, message, producer if isinstance(producer, str) else None, fingerprint=key,
         )
         return await self._deliver(log, message, traceparent, event_id, prev)
 
