@@ -589,6 +589,31 @@ async def test_a_redelivered_message_is_not_a_second_event(numbered_first, monke
     await comm.disconnect()
 
 
+async def test_a_message_sent_without_an_id_is_not_sent_again_by_a_gap_read(monkeypatch):
+    """The log fails as Redis goes down: this hub sends a message without an id while
+    another worker had numbered it. The next message follows that entry: the gap read
+    must not send it again, with its id, to the streams that have it already."""
+    comm = await open_stream("/events/bare-gap/")
+    hub = _hub.get_hub("default")
+    sub = hub.subscriptions["room_bare-gap"]
+    log = replay.get_log("default")
+    append = log.append
+
+    async def down(group, message, traceparent, **kwargs):
+        await append(group, message, traceparent, **kwargs)  # the other worker's numbering
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(log, "append", down)
+    await hub.handle(sub, {"type": "chat.message", "text": "bare",
+                           "_otel": {"id": "5f1c0e9a2b7d4c11-3a", "sent_at": time.time()}})
+    monkeypatch.setattr(log, "append", append)
+    await hub.handle(sub, {"type": "chat.message", "text": "next",
+                           "_otel": {"id": "5f1c0e9a2b7d4c11-3b", "sent_at": time.time()}})
+    events = [await comm.receive_event() for _ in range(2)]
+    assert [json.loads(e.data)["text"] for e in events] == ["bare", "next"]
+    await comm.disconnect()
+
+
 async def test_group_membership_is_refreshed_before_group_expiry():
     layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
                           "CONFIG": {"group_expiry": 1}}}
