@@ -40,7 +40,7 @@ class GroupSubscription:
     """The hub's membership in one group, and the order of the group's events on this worker."""
 
     __slots__ = ("group", "channel", "streams", "ready", "task", "last", "last_id",
-                 "start_id", "repeats")
+                 "start_id", "repeats", "unnumbered", "sent_bare")
 
     def __init__(self, group: str, ready: asyncio.Future[None]) -> None:
         self.group = group
@@ -53,14 +53,26 @@ class GroupSubscription:
         self.start_id = ZERO
         #: Carrier-less messages seen: fingerprint -> (times, first seen), see message_key.
         self.repeats: dict[str, tuple[int, float]] = {}
+        #: Messages sent without an id (the log failed): (key, message, producer, when).
+        self.unnumbered: list[tuple[str, dict[str, Any], str | None, float]] = []
+        #: Their ids once the log is back: a gap read must not send them again.
+        self.sent_bare: dict[str, float] = {}
 
-    def message_key(self, carrier: dict[str, Any], raw: dict[str, Any]) -> str:
+    def message_key(self, carrier: dict[str, Any], raw: dict[str, Any]) -> str | None:
         """What every hub calls this message when it numbers it in the shared log.
 
         The carrier's unique id and a digest of the message, and how many times
         this hub saw that pair within FINGERPRINT_TTL: two different messages never
         share a key (even with a reused or forged id, or none: a producer without
         otel_channels), and a message sent twice is two events on every worker.
+
+        None when this hub already received this very message (the same carrier id
+        and digest): a redelivery. channels-redis delivers at least once: a message
+        popped just before Redis died stays in its ``$inflight`` backup queue (an AOF
+        keeps it) and comes again after the restart; its first receipt went out,
+        numbered or, the log being down, without an id. Numbering it again would log
+        it a second time and every stream would show it twice. Equal messages without
+        a carrier id (an uninstrumented producer) cannot be told apart: still counted.
         """
         message_id = carrier.get("id")
         digest = fingerprint(raw)
@@ -73,6 +85,8 @@ class GroupSubscription:
         times, first = self.repeats.get(digest, (0, now))
         if now - first >= FINGERPRINT_TTL:
             times, first = 0, now
+        if times and isinstance(message_id, str):
+            return None
         self.repeats[digest] = (times + 1, first)
         return f"{digest}:{times + 1}"
 
@@ -81,6 +95,7 @@ class GroupSubscription:
         log = get_log(alias)
         if log is None:
             return  # no log, no ids: what was sent during the outage is simply missed
+        await self._settle_unnumbered(log)
         head = await log.head(self.group)
         found = await log.since(self.group, self.last_id, head)
         if found is None:  # the log lost our position (restarted empty, trimmed, expired)
@@ -92,6 +107,7 @@ class GroupSubscription:
                 stream.lost(self.group, start, "resubscribed")
             self.last_id, self.last = start, parse_id(start) or (0, 0)
             found = found or []
+        found = [entry for entry in found if entry.id not in self.sent_bare]
         for entry in found:
             envelope = Envelope(self.group, entry.id, entry.message, entry.traceparent)
             for stream in list(self.streams):
@@ -115,12 +131,37 @@ class GroupSubscription:
                 return envelopes
         # A plain group_send (or a carried id the log does not back): the first hub to
         # see it numbers it for all.
+        key = self.message_key(carrier, raw)
+        if key is None:
+            return []  # the layer's redelivery of a message this hub fanned out already
         producer = carrier.get("traceparent")
-        event_id, prev = await log.append(
-            group, message, producer if isinstance(producer, str) else None,
-            fingerprint=self.message_key(carrier, raw),
-        )
-        return await self._deliver(log, message, traceparent, event_id, prev)
+        producer = producer if isinstance(producer, str) else None
+        try:
+            event_id, prev = await log.append(group, message, producer, fingerprint=key)
+            return await self._deliver(log, message, traceparent, event_id, prev)
+        except Exception:  # the hub sends it without an id (see _settle_unnumbered)
+            if len(self.unnumbered) >= 1024:  # bounded: a long outage forgets the oldest
+                del self.unnumbered[0]
+            self.unnumbered.append((key, message, producer, time.monotonic()))
+            raise
+
+    async def _settle_unnumbered(self, log: Any) -> None:
+        """Before a gap read: the ids of the messages this hub sent without one.
+
+        When the log failed (Redis going down), this hub sent the message without an
+        id, but another worker may have numbered it just before, or a redelivery after:
+        the gap read that follows would send it again, with its id, to every stream
+        here. Appending it again under the same key returns that id (or numbers it
+        now, for streams that resume with ``Last-Event-ID``); the gap skips it.
+        """
+        now = time.monotonic()
+        self.sent_bare = {k: t for k, t in self.sent_bare.items() if now - t < FINGERPRINT_TTL}
+        while self.unnumbered:
+            key, message, producer, when = self.unnumbered[0]
+            if now - when < FINGERPRINT_TTL:  # later, the log's key has expired
+                event_id, _ = await log.append(self.group, message, producer, fingerprint=key)
+                self.sent_bare[event_id] = now
+            del self.unnumbered[0]
 
     async def _deliver_carried(self, log: Any, message: dict[str, Any], traceparent: str | None,
                                event_id: str, prev: str) -> list[Envelope] | None:
@@ -150,7 +191,9 @@ class GroupSubscription:
         if previous == self.last:
             entries = [Entry(event_id, prev, message, traceparent)]
         else:
+            await self._settle_unnumbered(log)
             entries = await log.between(group, self.last_id, event_id)
+            entries = [entry for entry in entries if entry.id not in self.sent_bare]
             if not entries or entries[-1].id != event_id:
                 entries.append(Entry(event_id, prev, message, traceparent))
             else:  # this receipt's own entry: keep its live trace context

@@ -561,6 +561,59 @@ async def test_equal_messages_without_a_carrier_are_three_events():
     await comm.disconnect()
 
 
+@pytest.mark.parametrize("numbered_first", [True, False], ids=["numbered", "log-down"])
+async def test_a_redelivered_message_is_not_a_second_event(numbered_first, monkeypatch):
+    """channels-redis delivers at least once: a message popped just before Redis dies
+    stays in its ``$inflight`` backup queue (kept by an AOF) and is received again after
+    the restart, carrier and all. The stream must not show it twice, whether the first
+    receipt was numbered or went out without an id because the log was down then."""
+    comm = await open_stream("/events/again/")
+    hub = _hub.get_hub("default")
+    sub = hub.subscriptions["room_again"]
+    raw = {"type": "chat.message", "text": "once",
+           "_otel": {"id": "5f1c0e9a2b7d4c11-2a", "sent_at": time.time()}}
+    log = replay.get_log("default")
+    append = log.append
+    if not numbered_first:
+        async def down(*args, **kwargs):
+            raise ConnectionError("Redis is down")
+
+        monkeypatch.setattr(log, "append", down)
+    await hub.handle(sub, dict(raw))
+    monkeypatch.setattr(log, "append", append)
+    await hub.handle(sub, dict(raw))  # the layer's redelivery
+    await hub.handle(sub, {"type": "chat.message", "text": "next",
+                           "_otel": {"id": "5f1c0e9a2b7d4c11-2b", "sent_at": time.time()}})
+    texts = [json.loads((await comm.receive_event()).data)["text"] for _ in range(2)]
+    assert texts == ["once", "next"]
+    await comm.disconnect()
+
+
+async def test_a_message_sent_without_an_id_is_not_sent_again_by_a_gap_read(monkeypatch):
+    """The log fails as Redis goes down: this hub sends a message without an id while
+    another worker had numbered it. The next message follows that entry: the gap read
+    must not send it again, with its id, to the streams that have it already."""
+    comm = await open_stream("/events/bare-gap/")
+    hub = _hub.get_hub("default")
+    sub = hub.subscriptions["room_bare-gap"]
+    log = replay.get_log("default")
+    append = log.append
+
+    async def down(group, message, traceparent, **kwargs):
+        await append(group, message, traceparent, **kwargs)  # the other worker's numbering
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(log, "append", down)
+    await hub.handle(sub, {"type": "chat.message", "text": "bare",
+                           "_otel": {"id": "5f1c0e9a2b7d4c11-3a", "sent_at": time.time()}})
+    monkeypatch.setattr(log, "append", append)
+    await hub.handle(sub, {"type": "chat.message", "text": "next",
+                           "_otel": {"id": "5f1c0e9a2b7d4c11-3b", "sent_at": time.time()}})
+    events = [await comm.receive_event() for _ in range(2)]
+    assert [json.loads(e.data)["text"] for e in events] == ["bare", "next"]
+    await comm.disconnect()
+
+
 async def test_group_membership_is_refreshed_before_group_expiry():
     layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
                           "CONFIG": {"group_expiry": 1}}}
