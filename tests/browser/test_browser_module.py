@@ -131,8 +131,10 @@ def test_drop_in_for_the_native_classes_with_and_without_the_sdk(context: Any) -
         # the others are untouched (no SDK configured: nothing added, nothing parsed).
         flush(traced)
         flush(idle)
+        # The worker's spans and the page's come in separate exports: wait for both.
         spans = receiver.wait_for(lambda spans: len(named(
-            spans, "receive /ws/echo/<room>/", "worker")) >= 8, 30)
+            spans, "receive /ws/echo/<room>/", "worker")) >= 8 and len(named(
+            spans, f"send /ws/echo/{room}/", "traced")) >= 2, 30)
         sends = named(spans, f"send /ws/echo/{room}/", "traced")  # no route: the URL's path
         assert len(sends) == 2
         server_receives = named(spans, "receive /ws/echo/<room>/", "worker")
