@@ -38,7 +38,11 @@ class Route:
         self.count_out = telemetry.websocket_messages.cell(self.attrs_out)
         # The class's or route's own rate (off: 0, no span of the connection at all).
         rate, self.off = _rates.route_rate(config, route, cls)
-        self.frame_parent = FrameParent(config, None, rate=rate)  # until the handshake
+        # Until the handshake, and after it for connections with nothing of their own (no
+        # connect context, baggage or user to ask). Its parse hand-off (``parsed``/``plain``)
+        # is then shared: ``take`` matches the frame text by identity, so interleaved
+        # connections only lose the reuse (the consumer parses again), never swap frames.
+        self.frame_parent = FrameParent(config, None, rate=rate)
         guard = FrameGuard(config.MAX_FRAME_SIZE, config.MAX_FRAME_RATE)
         self.guard = None if guard.active else guard  # a rate limit counts per connection
 
